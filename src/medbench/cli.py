@@ -1,0 +1,77 @@
+"""The `medbench` command: train, models, datasets."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from medbench.errors import MedbenchError
+
+COMMANDS = {
+    "train": "train one model: medbench train [hydra overrides], e.g. experiment=<name> seed=1",
+    "models": "list the registered models",
+    "datasets": "list the data sources and MedMNIST 2D datasets",
+}
+
+
+def _train(overrides: list[str]) -> int:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from medbench.config import compose_config
+    from medbench.report import print_summary
+    from medbench.train import train
+
+    try:
+        cfg = compose_config(overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    metrics = train(cfg)
+    print_summary(cfg, metrics)
+    return 0
+
+
+def _models(_: list[str]) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from medbench.models import MODELS
+
+    table = Table("model", "family", "source", "min input (px)")
+    for entry in MODELS:
+        meta = entry.meta
+        table.add_row(entry.name, meta.get("family", ""), meta.get("source", ""),
+                      str(meta.get("min_input_size", 1)))
+    Console().print(table)
+    return 0
+
+
+def _datasets(_: list[str]) -> int:
+    from medbench.data import DATAMODULES
+    from medbench.data.medmnist import flags_2d
+
+    print("data sources:", ", ".join(DATAMODULES.names()))
+    print("MedMNIST 2D flags (data=medmnist data.flag=<flag>):", ", ".join(flags_2d()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="medbench", description="Benchmark CNNs on medical images (Hydra + Lightning + "
+        "MLflow).", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {k:<10}{v}" for k, v in COMMANDS.items()))
+    parser.add_argument("command", choices=list(COMMANDS), metavar="command",
+                        help=", ".join(COMMANDS))
+    parser.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides")
+    args = parser.parse_args(argv)
+    handler = {"train": _train, "models": _models, "datasets": _datasets}[args.command]
+    try:
+        return handler(args.overrides)
+    except MedbenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Hydra composition: the ``conf/`` tree plus ``experiments/`` served as the ``experiment`` group."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.object_type import ObjectType
+from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSource
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from medbench.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXPERIMENT_GROUP = "experiment"
+
+
+def config_dir() -> Path:
+    path = Path(os.environ.get("MEDBENCH_CONFIG_DIR") or REPO_ROOT / "conf")
+    if not (path / "train.yaml").is_file():
+        raise ConfigError(
+            f"config folder {path} has no train.yaml: install medbench from its repository "
+            f"(pip install -e .) or set MEDBENCH_CONFIG_DIR"
+        )
+    return path
+
+
+class ExperimentsConfigSource(ConfigSource):
+    """Serves a plain folder (``experiments/`` at the repository root) as the experiment group.
+
+    Hydra maps a search-path root to groups by sub-folder name; this source lets the top-level
+    ``experiments/`` folder hold presets directly, so ``experiment=survey/<id>`` finds
+    ``experiments/survey/<id>.yaml``. Relative paths are taken from the repository root.
+    """
+
+    @staticmethod
+    def scheme() -> str:
+        return "medbench-experiments"
+
+    def __init__(self, provider: str, path: str) -> None:
+        super().__init__(provider=provider, path=path)
+        folder = Path(self.path)
+        self.folder = folder if folder.is_absolute() else REPO_ROOT / folder
+
+    def _full(self, config_path: str) -> Path | None:
+        if config_path == EXPERIMENT_GROUP or config_path.startswith(EXPERIMENT_GROUP + "/"):
+            return self.folder / config_path[len(EXPERIMENT_GROUP):].lstrip("/")
+        return None
+
+    def load_config(self, config_path: str) -> ConfigResult:
+        full = self._full(self._normalize_file_name(config_path))
+        if full is None or not full.is_file():
+            raise ConfigLoadError(f"Config not found : {config_path}")
+        text = full.read_text(encoding="utf-8")
+        return ConfigResult(config=OmegaConf.create(text) if text.strip() else OmegaConf.create(),
+                            path=f"{self.scheme()}://{self.folder}", provider=self.provider,
+                            header=ConfigSource._get_header_dict(text[:512]))
+
+    def available(self) -> bool:
+        return self.folder.is_dir()
+
+    def is_group(self, config_path: str) -> bool:
+        if config_path == "":
+            return self.available()
+        full = self._full(config_path)
+        return full is not None and full.is_dir()
+
+    def is_config(self, config_path: str) -> bool:
+        full = self._full(self._normalize_file_name(config_path))
+        return full is not None and full.is_file()
+
+    def list(self, config_path: str, results_filter: ObjectType | None) -> list[str]:
+        if config_path == "":
+            names = [EXPERIMENT_GROUP] if self.available() else []
+            return names if results_filter in (None, ObjectType.GROUP) else []
+        full = self._full(config_path)
+        files: list[str] = []
+        if full is not None and full.is_dir():
+            for entry in sorted(os.listdir(full)):
+                self._list_add_result(files, f"{config_path}/{entry}", entry, results_filter)
+        return sorted(set(files))
+
+
+def _register() -> None:
+    from hydra._internal.sources_registry import SourcesRegistry
+
+    SourcesRegistry.instance().register(ExperimentsConfigSource)
+    if not OmegaConf.has_resolver("repo_root"):
+        OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT))
+
+
+def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with Hydra overrides, as ``@hydra.main`` would.
+
+    The group options picked (``data: breastmnist``, ``experiment: ...``) land in ``choices``.
+    """
+    _register()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=list(overrides or []),
+                      return_hydra_config=True)
+    choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra")}
+    with open_dict(cfg):
+        del cfg["hydra"]
+        cfg.choices = choices
+    return cfg

@@ -1,0 +1,65 @@
+"""Model registry and the one factory every caller uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medbench.errors import ConfigError
+from medbench.registry import Registry
+
+MODELS = Registry("model")
+register_model = MODELS.register
+
+
+def create_model(
+    name: str,
+    in_chans: int,
+    num_classes: int,
+    pretrained_path: str | None = None,
+    input_size: int | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered model; optionally load weights from a local file (never downloads)."""
+    entry = MODELS.get(name)
+    if input_size is not None:
+        check_input_size(name, input_size)
+    model = entry.builder(in_chans=in_chans, num_classes=num_classes, **kwargs)
+    if pretrained_path:
+        load_pretrained(model, pretrained_path)
+    return model
+
+
+def check_input_size(name: str, input_size: int) -> None:
+    """Fail with the minimum size and the option to fix it when the input is too small."""
+    minimum = MODELS.get(name).meta.get("min_input_size", 1)
+    if input_size < minimum:
+        raise ConfigError(
+            f"model '{name}' needs inputs of at least {minimum} px, got {input_size} px: "
+            f"set data.resize={minimum} (or larger) or pick a larger data.size"
+        )
+
+
+def load_pretrained(model: nn.Module, path: str | Path) -> None:
+    """Load a local state dict (or Lightning checkpoint) with weights_only=True.
+
+    Tensors whose shapes differ (a new classifier, other input channels) are skipped, so
+    fine-tuning to another class count works; loading nothing at all is an error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"model.pretrained_path: file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling refused or not a torch file
+        raise ConfigError(f"model.pretrained_path: {path} is not a loadable weights file ({err})")
+    if isinstance(state, dict) and "state_dict" in state:
+        state = {k.removeprefix("net."): v for k, v in state["state_dict"].items()}
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise ConfigError(f"model.pretrained_path: no tensor of {path} matches the model")
+    model.load_state_dict(matched, strict=False)

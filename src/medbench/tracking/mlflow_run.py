@@ -1,0 +1,110 @@
+"""MLflow run lifecycle: one run per training, FAILED with the error when anything raises."""
+
+from __future__ import annotations
+
+import subprocess
+import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.entities import Param, RunStatus
+from mlflow.tracking import MlflowClient
+
+from medbench.errors import ConfigError
+
+MAX_PARAM_LENGTH = 6000
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``; lists become their string form."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = str(value)[:MAX_PARAM_LENGTH]
+    return out
+
+
+def git_commit(repo: Path) -> str:
+    """HEAD commit, suffixed '-dirty' when tracked files changed; 'unknown' outside git."""
+    try:
+        run = dict(cwd=repo, capture_output=True, text=True, timeout=10)
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], check=True, **run).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "-uno"], **run).stdout.strip()
+        return f"{sha}-dirty" if dirty else sha
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class RunLogger(MLFlowLogger):
+    """Lightning's MLflow logger bound to our run; the tracker, not Lightning, ends the run."""
+
+    def finalize(self, status: str = "success") -> None:
+        pass
+
+
+class Tracker:
+    """Creates the experiment and run, and ends it FINISHED or FAILED."""
+
+    def __init__(self, uri: str, experiment_name: str, artifact_root: str | None = None) -> None:
+        self.uri = uri
+        if uri.startswith("sqlite:///"):
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        elif "://" not in uri:
+            raise ConfigError(f"tracking.uri: '{uri}' is not a URI (sqlite:///..., http://...)")
+        self.client = MlflowClient(tracking_uri=uri)
+        self.experiment_name = experiment_name
+        self.artifact_root = artifact_root
+        self.run_id: str | None = None
+
+    def _experiment_id(self) -> str:
+        existing = self.client.get_experiment_by_name(self.experiment_name)
+        if existing is not None:
+            return existing.experiment_id
+        location = None
+        if self.artifact_root and not self.uri.startswith(("http://", "https://")):
+            location = (Path(self.artifact_root) / self.experiment_name).resolve().as_uri()
+        return self.client.create_experiment(self.experiment_name, artifact_location=location)
+
+    @contextmanager
+    def run(self, params: Mapping[str, str], tags: Mapping[str, str],
+            run_name: str | None = None) -> Iterator[Tracker]:
+        run = self.client.create_run(self._experiment_id(), run_name=run_name,
+                                     tags=dict(tags))
+        self.run_id = run.info.run_id
+        items = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start:start + 100])
+        try:
+            yield self
+        except BaseException as err:
+            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            self.client.set_tag(self.run_id, "error", f"{type(err).__name__}: {message}"[:5000])
+            self.client.log_text(self.run_id, traceback.format_exc(), "error.txt")
+            status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+            self.client.set_terminated(self.run_id, status)
+            raise
+        self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+    def lightning_logger(self) -> RunLogger:
+        return RunLogger(experiment_name=self.experiment_name, tracking_uri=self.uri,
+                         run_id=self.run_id)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        for key, value in metrics.items():
+            self.client.log_metric(self.run_id, key, float(value), step=step or 0)
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), folder)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+
+__all__ = ["Tracker", "RunLogger", "flatten", "git_commit"]
