@@ -1,4 +1,4 @@
-"""Hydra composition: the ``conf/`` tree plus ``experiments/`` served as the ``experiment`` group."""
+"""Hydra composition: ``conf/`` plus ``experiments/`` served as the ``experiment`` group."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from medbench.config import REPO_ROOT
@@ -54,7 +55,7 @@ def build_task(cfg: DictConfig, net: torch.nn.Module,
         net=net, task=datamodule.info.task, num_classes=datamodule.info.num_classes,
         optimizer=instantiate(cfg.task.optimizer), scheduler=instantiate(cfg.task.scheduler),
         class_weights=datamodule.class_weights() if weighting == "balanced" else None,
-        label_names=datamodule.info.label_names,
+        label_names=datamodule.info.label_names, channels_last=cfg.task.channels_last,
     )
 
 
@@ -78,7 +79,10 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
             extra["mode"] = monitor_mode(options.monitor)
         if options._target_.endswith("ModelCheckpoint"):
             extra["dirpath"] = str(run_dir / "checkpoints")
-        callbacks.append(instantiate(options, **extra))
+        callback = instantiate(options, **extra)
+        if isinstance(callback, ProgressBar) and not cfg.trainer.get("enable_progress_bar", 1):
+            continue
+        callbacks.append(callback)
     return callbacks
 
 
@@ -87,7 +91,8 @@ def dataset_name(cfg: DictConfig) -> str:
 
 
 def run_tags(cfg: DictConfig) -> dict[str, str]:
-    tags = {"task": cfg.task.name, "dataset": dataset_name(cfg), "model": cfg.model.name, "seed": str(cfg.seed), "git_commit": git_commit(REPO_ROOT)}
+    tags = {"task": cfg.task.name, "dataset": dataset_name(cfg), "model": cfg.model.name,
+            "seed": str(cfg.seed), "git_commit": git_commit(REPO_ROOT)}
     tags.update({f"choice.{k}": str(v) for k, v in (cfg.get("choices") or {}).items()})
     for key, value in (cfg.survey or {}).items():
         tags[f"survey.{key}"] = str(value)

@@ -74,9 +74,9 @@ class FileListDataModule(ClassificationDataModule):
             groups = np.array(groups) if all(groups) else None
             split_of = assign_splits(labels, groups, self.val_fraction, self.test_fraction,
                                      self.seed)
-        paths = [Path(r["path"]) for r in self.records]
+        paths = np.array([Path(r["path"]) for r in self.records], dtype=object)
         return {
-            split: (FileSource([p for p, s in zip(paths, split_of) if s == split], self.in_chans),
+            split: (FileSource(list(paths[split_of == split]), self.in_chans),
                     labels[split_of == split])
             for split in ("train", "val", "test")
         }
@@ -149,6 +149,6 @@ class ImageFolderDataModule(FileListDataModule):
             if f.suffix.lower() in IMAGE_SUFFIXES
         ]
         if not rows:
-            raise DataError(f"{self.root}: no images in class subfolders ({sorted(IMAGE_SUFFIXES)})")
+            raise DataError(f"{self.root}: no {sorted(IMAGE_SUFFIXES)} images in class subfolders")
         return rows
 

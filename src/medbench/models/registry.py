@@ -55,7 +55,8 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling refused or not a torch file
-        raise ConfigError(f"model.pretrained_path: {path} is not a loadable weights file ({err})")
+        raise ConfigError(
+            f"model.pretrained_path: {path} is not a loadable weights file ({err})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = {k.removeprefix("net."): v for k, v in state["state_dict"].items()}
     own = model.state_dict()

@@ -36,7 +36,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path
     names = class_names if matrix.ndim == 3 else [""]
     fig, axes = plt.subplots(1, len(matrices), figsize=(3.2 * len(matrices) + 1, 3.4),
                              squeeze=False)
-    for ax, cm, title in zip(axes[0], matrices, names):
+    for ax, cm, title in zip(axes[0], matrices, names, strict=False):
         ax.imshow(cm, cmap="Blues")
         ticks = range(cm.shape[0])
         labels = ["neg", "pos"] if matrix.ndim == 3 else class_names

@@ -42,7 +42,16 @@ def git_commit(repo: Path) -> str:
 
 
 class RunLogger(MLFlowLogger):
-    """Lightning's MLflow logger bound to our run; the tracker, not Lightning, ends the run."""
+    """Lightning's MLflow logger bound to our run; the tracker, not Lightning, ends the run.
+
+    Marked initialised up front: Lightning's lazy set-up calls ``mlflow.set_tracking_uri``,
+    which also exports ``MLFLOW_TRACKING_URI`` and so redirects every later run of the process.
+    """
+
+    def __init__(self, experiment_id: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._experiment_id = experiment_id
+        self._initialized = True
 
     def finalize(self, status: str = "success") -> None:
         pass
@@ -92,8 +101,8 @@ class Tracker:
         self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
 
     def lightning_logger(self) -> RunLogger:
-        return RunLogger(experiment_name=self.experiment_name, tracking_uri=self.uri,
-                         run_id=self.run_id)
+        return RunLogger(experiment_id=self._experiment_id(), experiment_name=self.experiment_name,
+                         tracking_uri=self.uri, run_id=self.run_id)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         for key, value in metrics.items():

@@ -1,0 +1,62 @@
+"""Shared fixtures: the real data mirror, isolated results folders, composed configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning.pytorch  # noqa: F401  (binds its log handler before any capsys)
+import pytest
+from mlflow.tracking import MlflowClient
+
+from medbench.config import REPO_ROOT, compose_config
+
+MIRROR = REPO_ROOT.parent / "shared" / "data"
+if not os.environ.get("MEDBENCH_DATA_DIR") and MIRROR.is_dir():
+    os.environ["MEDBENCH_DATA_DIR"] = str(MIRROR)
+os.environ["MEDBENCH_OFFLINE"] = "1"  # tests never download
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(os.environ["MEDBENCH_DATA_DIR"])
+    if not (path / "medmnist" / "breastmnist.npz").is_file():
+        pytest.fail(f"real data mirror not found under {path}: set MEDBENCH_DATA_DIR")
+    return path
+
+
+@pytest.fixture
+def results_dir(tmp_path: Path) -> Path:
+    return tmp_path / "results"
+
+
+@pytest.fixture
+def make_cfg(results_dir: Path):
+    """Compose the real train.yaml, shrunk for CPU tests and writing under tmp_path."""
+
+    def make(*overrides: str):
+        return compose_config([
+            f"paths.results_dir={results_dir}", "trainer.enable_progress_bar=false",
+            *overrides,
+        ])
+
+    return make
+
+
+@pytest.fixture
+def mlflow_client(results_dir: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{results_dir}/mlflow.db")
+
+
+@pytest.fixture
+def only_run(mlflow_client: MlflowClient):
+    """The single MLflow run a test produced."""
+
+    def fetch():
+        experiments = mlflow_client.search_experiments()
+        runs = mlflow_client.search_runs([e.experiment_id for e in experiments])
+        assert len(runs) == 1, f"expected one run, found {len(runs)}"
+        return runs[0]
+
+    return fetch

@@ -1,0 +1,94 @@
+"""Bad input: one clear line on stderr, a non-zero exit, and the MLflow run marked FAILED."""
+
+import numpy as np
+import pytest
+
+from medbench.cli import main
+
+
+@pytest.fixture
+def run_cli(results_dir, capsys, mlflow_client):
+    def run(*overrides):
+        code = main(["train", f"paths.results_dir={results_dir}",
+                     "trainer.enable_progress_bar=false", "trainer.max_epochs=1", *overrides])
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert code == 1 and len(errors) == 1 and "Traceback" not in err, err
+        runs = mlflow_client.search_runs(
+            [e.experiment_id for e in mlflow_client.search_experiments()])
+        assert [r.info.status for r in runs] == ["FAILED"]
+        assert runs[0].data.tags["error"].split(": ", 1)[1] == errors[0].removeprefix("error: ")
+        return errors[0]
+
+    return run
+
+
+def _npz(path, labels=(0, 1), corrupt=False):
+    if corrupt:
+        path.write_bytes(b"PK\x03\x04 truncated")
+        return
+    arrays = {}
+    for split in ("train", "val", "test"):
+        arrays[f"{split}_images"] = np.zeros((len(labels), 28, 28), np.uint8)
+        arrays[f"{split}_labels"] = np.array(labels).reshape(-1, 1)
+    np.savez(path, **arrays)
+
+
+def test_missing_data_file(run_cli, tmp_path):
+    line = run_cli(f"data.root={tmp_path}", "data.download=false")
+    assert "breastmnist.npz not found in" in line and str(tmp_path) in line
+
+
+def test_corrupt_npz(run_cli, tmp_path):
+    _npz(tmp_path / "breastmnist.npz", corrupt=True)
+    line = run_cli(f"data.root={tmp_path}")
+    assert "breastmnist.npz is not a readable .npz" in line
+
+
+def test_unknown_model_name_suggests(run_cli):
+    line = run_cli("model.name=resnt18")
+    assert "unknown model 'resnt18'; did you mean 'resnet18'" in line
+
+
+def test_unknown_dataset_suggests(run_cli):
+    line = run_cli("data.flag=breastmnst")
+    assert "unknown MedMNIST 2D dataset 'breastmnst'; did you mean 'breastmnist'" in line
+
+
+def test_wrong_channel_count(run_cli):
+    line = run_cli("model.in_chans=3")
+    assert "model.in_chans=3 but breastmnist images have 1 channel(s)" in line
+
+
+def test_labels_out_of_range(run_cli, tmp_path):
+    _npz(tmp_path / "breastmnist.npz", labels=(0, 1, 4))
+    line = run_cli(f"data.root={tmp_path}")
+    assert "labels span [0, 4]" in line and "2 classes" in line
+
+
+def test_non_finite_loss(run_cli):
+    line = run_cli("model=lenet5", "task.optimizer._target_=torch.optim.SGD",
+                   "task.optimizer.lr=1e36")
+    assert "training loss is inf at epoch 0" in line and "lower task.optimizer.lr" in line
+
+
+def test_model_too_small_for_input(run_cli):
+    line = run_cli("model=densenet121")
+    assert "needs inputs of at least 32 px, got 28 px: set data.resize=32" in line
+
+
+def test_unknown_monitor_is_refused_before_any_run(results_dir, capsys):
+    code = main(["train", f"paths.results_dir={results_dir}", "monitor=val/aucc"])
+    assert code == 1 and "monitor: 'val/aucc' is not a validation metric" in capsys.readouterr().err
+
+
+def test_console_script_exit_code_and_single_line(results_dir):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "medbench.cli", "train", f"paths.results_dir={results_dir}",
+         "model.name=resnt18"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown model 'resnt18'")
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,49 @@
+"""Hydra composition and the CLI surface."""
+
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from medbench.cli import main
+from medbench.config import compose_config
+
+
+def test_experiment_preset_from_top_level_folder_and_overrides():
+    cfg = compose_config(["experiment=breastmnist_resnet18", "trainer.max_epochs=5", "seed=1"])
+    assert cfg.data.flag == "breastmnist" and cfg.model.name == "resnet18_28"
+    assert cfg.trainer.max_epochs == 5 and cfg.seed == 1
+    assert cfg.task.scheduler.max_epochs == 5  # milestones follow the epoch budget
+    assert cfg.reference["test/auc"] == 0.901
+    assert cfg.choices.experiment == "breastmnist_resnet18"
+
+
+def test_wrong_key_fails_naming_it():
+    with pytest.raises((HydraException, OmegaConfBaseException), match="trainer.max_epoch"):
+        compose_config(["trainer.max_epoch=5"])
+
+
+def test_wrong_group_option_lists_available():
+    with pytest.raises(HydraException, match="resnt18") as err:
+        compose_config(["model=resnt18"])
+    assert "resnet18" in str(err.value)
+
+
+def test_cli_group_option_error_exits_nonzero(capsys):
+    assert main(["train", "model=resnt18"]) == 2
+    assert "resnt18" in capsys.readouterr().err
+
+
+def test_console_script_help_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "medbench.cli", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for command in ("train", "models", "datasets"):
+        assert command in out
+
+
+def test_models_command_lists_registry(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet18_28" in out and "densenet121" in out

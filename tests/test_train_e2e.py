@@ -1,0 +1,86 @@
+"""End-to-end training on the real BreastMNIST, checked through the MLflow run it produced."""
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score
+
+from medbench.models import create_model
+from medbench.train import train
+
+
+def test_breastmnist_run_is_fully_tracked(make_cfg, mlflow_client, only_run, results_dir):
+    cfg = make_cfg("experiment=breastmnist_resnet18", "trainer.max_epochs=3", "seed=3")
+    metrics = train(cfg)
+    run = only_run()
+    assert run.info.status == "FINISHED"
+    tags, params = run.data.tags, run.data.params
+    assert (tags["dataset"], tags["model"], tags["seed"]) == ("breastmnist", "resnet18_28", "3")
+    assert tags["label_type"] == "binary" and len(tags["git_commit"]) >= 7
+    assert params["model.name"] == "resnet18_28" and params["trainer.max_epochs"] == "3"
+    assert not any("PATH" in key or "TOKEN" in key.upper() for key in params)
+    for key in ("acc", "auc", "sensitivity", "specificity", "precision", "f1", "kappa"):
+        assert run.data.metrics[f"test/{key}"] == metrics[f"test/{key}"]
+    history = mlflow_client.get_metric_history(run.info.run_id, "val/auc")
+    assert len(history) == 3  # one value per epoch
+    artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "confusion_matrix.png", "roc.png", "predictions_test.csv",
+            "checkpoints"} <= artifacts
+    [ckpt] = mlflow_client.list_artifacts(run.info.run_id, "checkpoints")
+
+    # the checkpoint tested is the one with the best val AUC (ties: the first)...
+    best_epoch = int(np.argmax([m.value for m in sorted(history, key=lambda m: m.step)]))
+    assert int(tags["best_epoch"]) == best_epoch
+    # ...and the test figures are those of that checkpoint, recomputed here from its file
+    local = mlflow_client.download_artifacts(run.info.run_id, ckpt.path, str(results_dir))
+    state = torch.load(local, map_location="cpu", weights_only=True)["state_dict"]
+    net = create_model("resnet18_28", 1, 2)
+    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items()})
+    net.eval()
+    from medbench.data.medmnist import MedMNISTDataModule
+
+    dm = MedMNISTDataModule("breastmnist")
+    with torch.no_grad():
+        probs = torch.cat([net(x).softmax(1) for x, _, _ in dm.test_dataloader()])
+    labels = dm.splits["test"][1]
+    assert abs(roc_auc_score(labels, probs[:, 1]) - metrics["test/auc"]) < 1e-5
+
+    # per-sample predictions: every test image once, consistent with the logged AUC
+    csv = mlflow_client.download_artifacts(run.info.run_id, "predictions_test.csv",
+                                           str(results_dir))
+    frame = pd.read_csv(csv)
+    assert list(frame.columns) == ["index", "label", "prob_0", "prob_1"]
+    assert frame["index"].tolist() == list(range(156))
+    assert (frame["label"].to_numpy() == labels).all()
+    assert abs(roc_auc_score(frame["label"], frame["prob_1"]) - metrics["test/auc"]) < 1e-4
+
+
+def test_same_seed_same_metrics_on_cpu(make_cfg, results_dir):
+    overrides = ("data=breastmnist", "model=lenet5", "trainer.max_epochs=2", "seed=7",
+                 "tracking.log_checkpoint=false")
+    first = train(make_cfg(*overrides))
+    second = train(make_cfg(*overrides))
+    assert first == second
+    other = train(make_cfg(*overrides[:-2], "seed=8", "tracking.log_checkpoint=false"))
+    assert other != first
+
+
+def test_user_folder_multiclass_with_augmentation_sampler_and_weights(make_cfg, tmp_path,
+                                                                      only_run):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(90):
+        cls = i % 3
+        pixels = (rng.random((20, 20, 3)) * 60 + cls * 80).astype(np.uint8)
+        folder = tmp_path / "imgs" / f"class{cls}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+    metrics = train(make_cfg(
+        "data=image_folder", f"data.root={tmp_path / 'imgs'}", "data.in_chans=3",
+        "data.normalize.mean=[0.5,0.5,0.5]", "data.normalize.std=[0.5,0.5,0.5]",
+        "data.sampler=weighted", "task.class_weighting=balanced", "augment=survey",
+        "model=lenet5", "trainer.max_epochs=3", "monitor=val/loss", "data.batch_size=16"))
+    run = only_run()
+    assert run.info.status == "FINISHED" and run.data.tags["label_type"] == "multiclass"
+    assert 0.0 <= metrics["test/auc"] <= 1.0 and "test/kappa" in metrics
