@@ -138,3 +138,8 @@ def test_image_folder_and_channel_mismatch(tmp_path):
     assert dm.splits["train"][1].tolist() == [0, 1, 2]
     with pytest.raises(DataError, match="folder not found"):
         ImageFolderDataModule(str(tmp_path / "nope"))
+    _png(tmp_path / "test" / "c" / "big.png", 100, size=20)
+    with pytest.raises(DataError, match=r"images differ in size .* set data.resize="):
+        ImageFolderDataModule(str(tmp_path)).setup()
+    resized = ImageFolderDataModule(str(tmp_path), resize=24)
+    assert resized._dataset("test")[1][0].shape == (1, 24, 24)

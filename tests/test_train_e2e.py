@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
@@ -84,3 +85,30 @@ def test_user_folder_multiclass_with_augmentation_sampler_and_weights(make_cfg, 
     run = only_run()
     assert run.info.status == "FINISHED" and run.data.tags["label_type"] == "multiclass"
     assert 0.0 <= metrics["test/auc"] <= 1.0 and "test/kappa" in metrics
+
+
+@pytest.mark.parametrize("task", ["multilabel", "ordinal"])
+def test_manifest_multilabel_and_ordinal_train(task, make_cfg, tmp_path, only_run,
+                                               mlflow_client):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    rows = ["path,label"]
+    for i in range(60):
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        label = ["a", "b", "a|b"][i % 3] if task == "multilabel" else str(i % 4)
+        rows.append(f"{i}.png,{label}")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows))
+    metrics = train(make_cfg("data=csv_manifest", f"data.manifest={tmp_path / 'manifest.csv'}",
+                             f"data.task={task}", "model=lenet5", "trainer.max_epochs=2",
+                             "task.class_weighting=balanced"))
+    run = only_run()
+    assert run.info.status == "FINISHED" and run.data.tags["label_type"] == task
+    assert {"test/auc", "test/kappa", "test/f1"} <= set(metrics)
+    frame = pd.read_csv(mlflow_client.download_artifacts(run.info.run_id, "predictions_test.csv",
+                                                         str(tmp_path)))
+    assert len(frame) == 12  # 20% of 60
+    expected = {"label_0", "label_1", "prob_0", "prob_1"} if task == "multilabel" else {
+        "label", "prob_0", "prob_3"}
+    assert expected <= set(frame.columns)
+

@@ -75,11 +75,31 @@ class FileListDataModule(ClassificationDataModule):
             split_of = assign_splits(labels, groups, self.val_fraction, self.test_fraction,
                                      self.seed)
         paths = np.array([Path(r["path"]) for r in self.records], dtype=object)
+        if not self.resize:
+            _check_same_size(paths)
         return {
             split: (FileSource(list(paths[split_of == split]), self.in_chans),
                     labels[split_of == split])
             for split in ("train", "val", "test")
         }
+
+
+def _check_same_size(paths: np.ndarray) -> None:
+    """Batches need one image size: reads only the headers, and names two files that differ."""
+    first = None
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                size = image.size
+        except (OSError, UnidentifiedImageError) as err:
+            raise DataError(f"cannot read image {path}: {err}") from None
+        if first is None:
+            first = (path, size)
+        elif size != first[1]:
+            raise DataError(
+                f"images differ in size ({first[0]} is {first[1][0]}x{first[1][1]}, {path} is "
+                f"{size[0]}x{size[1]}): set data.resize=<side> to resize them"
+            )
 
 
 def _natural(name: str):

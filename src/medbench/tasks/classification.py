@@ -81,7 +81,7 @@ class ClassificationTask(pl.LightningModule):
         images, labels, _ = batch
         logits = self(images)
         self.log("val/loss", self.loss(logits, labels), on_epoch=True, batch_size=len(labels))
-        self.val_metrics.update(self._metric_inputs(self.probabilities(logits)), labels)
+        self.val_metrics.update(self._metric_inputs(self.probabilities(logits)), labels.long())
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.val_metrics.compute())
@@ -92,8 +92,8 @@ class ClassificationTask(pl.LightningModule):
         logits = self(images)
         probs = self.probabilities(logits)
         self.log("test/loss", self.loss(logits, labels), on_epoch=True, batch_size=len(labels))
-        self.test_metrics.update(self._metric_inputs(probs), labels)
-        self.test_confusion.update(self._metric_inputs(probs), labels)
+        self.test_metrics.update(self._metric_inputs(probs), labels.long())
+        self.test_confusion.update(self._metric_inputs(probs), labels.long())
         self._test_batches.append((index, labels, probs))
 
     def on_test_epoch_start(self) -> None:
