@@ -1,13 +1,22 @@
+from pathlib import Path
+
 import pytest
 import timm
 import torch
+from omegaconf import OmegaConf
 
 from medbench.errors import ConfigError
 from medbench.models import MODELS, create_model
 
+CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+
+
+def _minimum(name: str) -> int:
+    return MODELS.get(name).meta.get("min_input_size", 1)
+
 
 def _size(name: str) -> int:
-    return max(28, MODELS.get(name).meta["min_input_size"])
+    return max(28, _minimum(name))
 
 
 @pytest.mark.parametrize("name", MODELS.names())
@@ -21,25 +30,35 @@ def test_forward_backward_any_channels_and_classes(name, in_chans):
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("name", [n for n in MODELS.names()
-                                  if MODELS.get(n).meta["min_input_size"] > 28])
+@pytest.mark.parametrize("name", [n for n in MODELS.names() if _minimum(n) > 28])
 def test_too_small_input_names_minimum_and_option(name):
     with pytest.raises(ConfigError, match=r"at least \d+ px, got 28 px: set data.resize="):
         create_model(name, in_chans=1, num_classes=2, input_size=28)
 
 
-def test_minimum_sizes_are_real():
-    """Declared minimum works; for the timm DenseNet the size below it really fails."""
-    with pytest.raises(RuntimeError):
-        create_model("densenet121", 1, 2)(torch.randn(2, 1, 28, 28))
-    with pytest.raises(RuntimeError):
-        create_model("alexnet", 1, 2)(torch.randn(2, 1, 62, 62))
-    create_model("alexnet", 1, 2)(torch.randn(2, 1, 63, 63))
-    create_model("densenet121", 1, 2)(torch.randn(2, 1, 32, 32))
+@pytest.mark.parametrize("name", MODELS.names())
+def test_declared_minimum_input_size_is_exact(name):
+    """The declared minimum runs in training mode; one pixel less really fails."""
+    model = create_model(name, 1, 2).train()
+    side = _minimum(name)
+    model(torch.randn(2, 1, side, side))
+    if side > 1:
+        with pytest.raises((RuntimeError, ValueError)):
+            model(torch.randn(2, 1, side - 1, side - 1))
 
 
-@pytest.mark.parametrize("name,arch", [("resnet18", "resnet18"), ("resnet50", "resnet50"),
-                                       ("densenet121", "densenet121")])
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_model_has_a_config_that_builds(name):
+    cfg = OmegaConf.load(CONF / f"{name}.yaml")
+    assert cfg.name == name and cfg.in_chans is None and cfg.pretrained_path is None
+    create_model(name, 1, 2, **OmegaConf.to_container(cfg.kwargs))
+
+
+@pytest.mark.parametrize("name,arch", [
+    ("resnet18", "resnet18"), ("resnet34", "resnet34"), ("resnet50", "resnet50"),
+    ("densenet121", "densenet121"), ("densenet201", "densenet201"),
+    ("inception_v3", "inception_v3"), ("inception_v4", "inception_v4"),
+    ("xception", "legacy_xception")])
 def test_parameter_counts_match_timm(name, arch):
     ours = sum(p.numel() for p in create_model(name, 3, 1000).parameters())
     theirs = sum(p.numel() for p in timm.create_model(arch, pretrained=False).parameters())
@@ -69,3 +88,16 @@ def test_pretrained_file_must_be_plain_weights(tmp_path):
         create_model("lenet5", 1, 2, pretrained_path=str(path))
     with pytest.raises(ConfigError, match="file not found"):
         create_model("lenet5", 1, 2, pretrained_path=str(tmp_path / "missing.pt"))
+
+
+@pytest.mark.parametrize("name,builder", [("alexnet", "alexnet"), ("vgg11", "vgg11"),
+                                          ("vgg16", "vgg16"), ("vgg16_bn", "vgg16_bn"),
+                                          ("googlenet", "googlenet")])
+def test_parameter_counts_match_torchvision(name, builder):
+    from torchvision import models as tvm
+
+    kwargs = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
+    theirs = getattr(tvm, builder)(weights=None, **kwargs)
+    ours = create_model(name, 3, 1000)
+    assert sum(p.numel() for p in ours.parameters()) == sum(
+        p.numel() for p in theirs.parameters())

@@ -32,18 +32,33 @@ def _train(overrides: list[str]) -> int:
     return 0
 
 
-def _models(_: list[str]) -> int:
+def _models(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="medbench models")
+    parser.add_argument("--size", type=int, default=28,
+                        help="reference input side for MACs (raised to a model's minimum)")
+    parser.add_argument("--in-chans", type=int, default=1)
+    parser.add_argument("--num-classes", type=int, default=2)
+    options = parser.parse_args(args)
+
     from rich.console import Console
     from rich.table import Table
 
-    from medbench.models import MODELS
+    from medbench.models import MODELS, create_model
+    from medbench.models.profile import count_macs, count_parameters
 
-    table = Table("model", "family", "source", "min input (px)")
+    table = Table("model", "family", "source", "task", "min input (px)", "params",
+                  "MACs", "at (px)", title=f"registered models ({options.in_chans} channel(s), "
+                  f"{options.num_classes} classes)")
     for entry in MODELS:
         meta = entry.meta
+        minimum = meta.get("min_input_size", 1)
+        size = max(options.size, minimum)
+        model = create_model(entry.name, options.in_chans, options.num_classes)
         table.add_row(entry.name, meta.get("family", ""), meta.get("source", ""),
-                      str(meta.get("min_input_size", 1)))
-    Console().print(table)
+                      meta.get("task", "classification"), str(minimum),
+                      f"{count_parameters(model) / 1e6:.2f} M",
+                      f"{count_macs(model, options.in_chans, size) / 1e6:.1f} M", str(size))
+    Console(width=140).print(table)
     return 0
 
 

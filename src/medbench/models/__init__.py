@@ -1,6 +1,12 @@
 """Model zoo: every family module is imported here, once, so its models register."""
 
-from medbench.models import lenet, timm_families, torchvision_classics  # noqa: F401
+from medbench.models import (  # noqa: F401
+    lenet,
+    survey,
+    timm_families,
+    torchvision_classics,
+    zfnet,
+)
 from medbench.models.registry import MODELS, check_input_size, create_model, register_model
 
 __all__ = ["MODELS", "check_input_size", "create_model", "register_model"]

@@ -1,7 +1,8 @@
-"""AlexNet and VGG from torchvision, with the first convolution adapted to any channel count."""
+"""AlexNet, VGG and GoogLeNet from torchvision, first convolution adapted to any channel count."""
 
 from torch import nn
 from torchvision import models as tvm
+from torchvision.models.googlenet import BasicConv2d
 
 from medbench.models.registry import register_model
 
@@ -32,4 +33,27 @@ def vgg16(in_chans: int = 3, num_classes: int = 1000, dropout: float = 0.5) -> n
 def vgg16_bn(in_chans: int = 3, num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
     model = tvm.vgg16_bn(weights=None, num_classes=num_classes, dropout=dropout)
     _adapt_first_conv(model.features, in_chans)
+    return model
+
+
+@register_model(family="vgg", source="torchvision", min_input_size=32)
+def vgg11(in_chans: int = 3, num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
+    model = tvm.vgg11(weights=None, num_classes=num_classes, dropout=dropout)
+    _adapt_first_conv(model.features, in_chans)
+    return model
+
+
+@register_model(family="vgg", source="torchvision", min_input_size=32)
+def vgg11_bn(in_chans: int = 3, num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
+    model = tvm.vgg11_bn(weights=None, num_classes=num_classes, dropout=dropout)
+    _adapt_first_conv(model.features, in_chans)
+    return model
+
+
+@register_model(family="inception", source="torchvision", min_input_size=15)
+def googlenet(in_chans: int = 3, num_classes: int = 1000, dropout: float = 0.2) -> nn.Module:
+    """GoogLeNet (Inception-v1) without the auxiliary heads."""
+    model = tvm.googlenet(weights=None, num_classes=num_classes, aux_logits=False,
+                          init_weights=True, dropout=dropout)
+    model.conv1 = BasicConv2d(in_chans, 64, kernel_size=7, stride=2, padding=3)
     return model

@@ -89,9 +89,17 @@ class ClassificationTask(pl.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         images, labels, index = batch
-        logits = self(images)
-        probs = self.probabilities(logits)
-        self.log("test/loss", self.loss(logits, labels), on_epoch=True, batch_size=len(labels))
+        if hasattr(self.net, "mc_predict"):  # Bayesian CNN: mean of Monte-Carlo dropout passes
+            probs, variance = self.net.mc_predict(
+                images.contiguous(memory_format=self.memory_format))
+            self.log("test/mc_variance", variance.sum(1).mean(), on_epoch=True,
+                     batch_size=len(labels))
+            loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels)
+        else:
+            logits = self(images)
+            probs = self.probabilities(logits)
+            loss = self.loss(logits, labels)
+        self.log("test/loss", loss, on_epoch=True, batch_size=len(labels))
         self.test_metrics.update(self._metric_inputs(probs), labels.long())
         self.test_confusion.update(self._metric_inputs(probs), labels.long())
         self._test_batches.append((index, labels, probs))
