@@ -11,6 +11,9 @@ from medbench.models import MODELS, create_model
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 
 
+STANDALONE = [n for n in MODELS.names() if not MODELS.get(n).meta.get("composite")]
+
+
 def _minimum(name: str) -> int:
     return MODELS.get(name).meta.get("min_input_size", 1)
 
@@ -19,7 +22,7 @@ def _size(name: str) -> int:
     return max(28, _minimum(name))
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("name", STANDALONE)
 @pytest.mark.parametrize("in_chans", [1, 3])
 def test_forward_backward_any_channels_and_classes(name, in_chans):
     model = create_model(name, in_chans=in_chans, num_classes=3)
@@ -36,7 +39,7 @@ def test_too_small_input_names_minimum_and_option(name):
         create_model(name, in_chans=1, num_classes=2, input_size=28)
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("name", STANDALONE)
 def test_declared_minimum_input_size_is_exact(name):
     """The declared minimum runs in training mode; one pixel less really fails."""
     model = create_model(name, 1, 2).train()
@@ -47,11 +50,16 @@ def test_declared_minimum_input_size_is_exact(name):
             model(torch.randn(2, 1, side - 1, side - 1))
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("name", STANDALONE)
 def test_every_model_has_a_config_that_builds(name):
     cfg = OmegaConf.load(CONF / f"{name}.yaml")
     assert cfg.name == name and cfg.in_chans is None and cfg.pretrained_path is None
     create_model(name, 1, 2, **OmegaConf.to_container(cfg.kwargs))
+
+
+def test_composites_have_configs_too():
+    for name in set(MODELS.names()) - set(STANDALONE):
+        assert OmegaConf.load(CONF / f"{name}.yaml").name == name
 
 
 @pytest.mark.parametrize("name,arch", [
@@ -101,3 +109,20 @@ def test_parameter_counts_match_torchvision(name, builder):
     ours = create_model(name, 3, 1000)
     assert sum(p.numel() for p in ours.parameters()) == sum(
         p.numel() for p in theirs.parameters())
+
+
+def test_ensemble_output_is_the_mean_of_its_members(tmp_path):
+    torch.manual_seed(0)
+    members = [create_model("lenet5", 1, 3), create_model("resnet18_28", 1, 3)]
+    specs = []
+    for i, member in enumerate(members):
+        torch.save(member.state_dict(), tmp_path / f"m{i}.pt")
+        specs.append({"name": ["lenet5", "resnet18_28"][i], "checkpoint": tmp_path / f"m{i}.pt"})
+    ensemble = create_model("ensemble", 1, 3, members=specs).eval()
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        expected = torch.stack([m.eval()(x).softmax(1) for m in members]).mean(0)
+        assert torch.allclose(ensemble(x).softmax(1), expected, atol=1e-6)
+    with pytest.raises(ConfigError, match="does not fit the model"):
+        create_model("ensemble", 1, 2, members=[{"name": "lenet5",
+                                                 "checkpoint": tmp_path / "m0.pt"}])

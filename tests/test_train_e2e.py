@@ -112,3 +112,21 @@ def test_manifest_multilabel_and_ordinal_train(task, make_cfg, tmp_path, only_ru
         "label", "prob_0", "prob_3"}
     assert expected <= set(frame.columns)
 
+
+
+def test_transfer_from_a_run_then_ensemble_evaluation(make_cfg, mlflow_client, results_dir):
+    """Survey 4.2.5 (fine-tune from a previous run) and 4.1.1/6.2.2 (ensemble, test only)."""
+    base = ("data=breastmnist", "model=lenet5", "trainer.max_epochs=1")
+    first = train(make_cfg(*base, "seed=1"))
+    [source] = mlflow_client.search_runs([e.experiment_id for e in
+                                          mlflow_client.search_experiments()])
+    run_id = source.info.run_id
+    tuned = train(make_cfg(*base, "seed=2", f"model.pretrained_path=run:{run_id}",
+                           "task.optimizer.lr=0"))  # lr 0: the transferred weights, unchanged
+    assert tuned["test/auc"] == pytest.approx(first["test/auc"], abs=1e-6)
+
+    ckpt = next((results_dir / "runs" / run_id / "checkpoints").glob("best-*.ckpt"))
+    members = f"[{{name: lenet5, checkpoint: '{ckpt}'}}, {{name: lenet5, checkpoint: '{ckpt}'}}]"
+    ensembled = train(make_cfg("data=breastmnist", "model=ensemble", "trainer.max_epochs=0",
+                               f"model.kwargs.members={members}"))
+    assert ensembled["test/auc"] == pytest.approx(first["test/auc"], abs=1e-6)

@@ -53,11 +53,13 @@ def _models(args: list[str]) -> int:
         meta = entry.meta
         minimum = meta.get("min_input_size", 1)
         size = max(options.size, minimum)
-        model = create_model(entry.name, options.in_chans, options.num_classes)
+        cost = ["members'", "members'", ""]  # a composite's cost is that of its members
+        if not meta.get("composite"):
+            model = create_model(entry.name, options.in_chans, options.num_classes)
+            cost = [f"{count_parameters(model) / 1e6:.2f} M",
+                    f"{count_macs(model, options.in_chans, size) / 1e6:.1f} M", str(size)]
         table.add_row(entry.name, meta.get("family", ""), meta.get("source", ""),
-                      meta.get("task", "classification"), str(minimum),
-                      f"{count_parameters(model) / 1e6:.2f} M",
-                      f"{count_macs(model, options.in_chans, size) / 1e6:.1f} M", str(size))
+                      meta.get("task", "classification"), str(minimum), *cost)
     Console(width=140).print(table)
     return 0
 

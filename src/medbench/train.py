@@ -32,8 +32,16 @@ def build_datamodule(cfg: DictConfig) -> ClassificationDataModule:
         raise ConfigError(f"data ({source}): {err}") from None
 
 
-def build_model(cfg: DictConfig, datamodule: ClassificationDataModule) -> torch.nn.Module:
+def build_model(cfg: DictConfig, datamodule: ClassificationDataModule,
+                tracker: Tracker | None = None, run_dir: Path | None = None) -> torch.nn.Module:
+    """The registered model sized to the data. ``model.pretrained_path=run:<id>`` starts from
+    the checkpoint another run selected (transfer and twice-transfer learning, survey 4.2.5)."""
     info = datamodule.info
+    pretrained = cfg.model.pretrained_path
+    if pretrained and str(pretrained).startswith("run:"):
+        if tracker is None or run_dir is None:
+            raise ConfigError("model.pretrained_path=run:<id> needs a tracking store")
+        pretrained = tracker.selected_checkpoint(str(pretrained)[4:], run_dir / "pretrained")
     if cfg.model.in_chans not in (None, info.in_chans):
         raise DataError(
             f"model.in_chans={cfg.model.in_chans} but {info.name} images have {info.in_chans} "
@@ -41,7 +49,7 @@ def build_model(cfg: DictConfig, datamodule: ClassificationDataModule) -> torch.
         )
     return create_model(
         cfg.model.name, in_chans=info.in_chans, num_classes=info.num_classes,
-        pretrained_path=cfg.model.pretrained_path, input_size=datamodule.image_size,
+        pretrained_path=pretrained, input_size=datamodule.image_size,
         **OmegaConf.to_container(cfg.model.kwargs, resolve=True),
     )
 
@@ -115,20 +123,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
         datamodule.setup()
         tracker.set_tags({f"data.{k}": v for k, v in datamodule.summary().items()})
         tracker.set_tags({"label_type": datamodule.info.task})
-        task = build_task(cfg, build_model(cfg, datamodule), datamodule)
+        task = build_task(cfg, build_model(cfg, datamodule, tracker, run_dir), datamodule)
         trainer: pl.Trainer = instantiate(
             cfg.trainer, callbacks=build_callbacks(cfg, run_dir),
             logger=tracker.lightning_logger(), default_root_dir=str(run_dir))
-        trainer.fit(task, datamodule=datamodule)
-        best = trainer.checkpoint_callback.best_model_path
-        # test the selected checkpoint, reloaded from disk (not the live, last-epoch weights)
+        best = None
+        if cfg.trainer.max_epochs > 0:
+            trainer.fit(task, datamodule=datamodule)
+            best = trainer.checkpoint_callback.best_model_path
+        # test the selected checkpoint, reloaded from disk (not the live, last-epoch weights);
+        # max_epochs=0 evaluates the model as built (pretrained weights, ensembles)
         metrics = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
         _log_outputs(tracker, cfg, task, datamodule, run_dir, best)
         return {k: float(v) for k, v in metrics.items()}
 
 
 def _log_outputs(tracker: Tracker, cfg: DictConfig, task: ClassificationTask,
-                 datamodule: ClassificationDataModule, run_dir: Path, best: str) -> None:
+                 datamodule: ClassificationDataModule, run_dir: Path, best: str | None) -> None:
     names = datamodule.info.label_names or [str(i) for i in range(datamodule.info.num_classes)]
     predictions = task.test_predictions
     files = [
@@ -140,6 +151,8 @@ def _log_outputs(tracker: Tracker, cfg: DictConfig, task: ClassificationTask,
     ]
     for path in files:
         tracker.log_artifact(path)
+    if not best:
+        return
     epoch = torch.load(best, map_location="cpu", weights_only=True, mmap=True)["epoch"]
     tracker.set_tags({"best_checkpoint": Path(best).name, "best_epoch": epoch})
     if cfg.tracking.log_checkpoint:

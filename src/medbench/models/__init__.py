@@ -1,6 +1,7 @@
 """Model zoo: every family module is imported here, once, so its models register."""
 
 from medbench.models import (  # noqa: F401
+    ensemble,
     lenet,
     survey,
     timm_families,

@@ -43,11 +43,12 @@ def check_input_size(name: str, input_size: int) -> None:
         )
 
 
-def load_pretrained(model: nn.Module, path: str | Path) -> None:
-    """Load a local state dict (or Lightning checkpoint) with weights_only=True.
+def load_pretrained(model: nn.Module, path: str | Path, strict: bool = False) -> None:
+    """Load a local state dict (or medbench/Lightning checkpoint) with weights_only=True.
 
     Tensors whose shapes differ (a new classifier, other input channels) are skipped, so
-    fine-tuning to another class count works; loading nothing at all is an error.
+    fine-tuning to another class count works; loading nothing at all is an error. With
+    ``strict`` every tensor of the model must be matched (ensemble members, evaluation).
     """
     path = Path(path)
     if not path.is_file():
@@ -63,4 +64,8 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not matched:
         raise ConfigError(f"model.pretrained_path: no tensor of {path} matches the model")
+    missing = sorted(set(own) - set(matched))
+    if strict and missing:
+        raise ConfigError(f"{path} does not fit the model: {len(missing)} tensor(s) missing or "
+                          f"of another shape, e.g. '{missing[0]}'")
     model.load_state_dict(matched, strict=False)

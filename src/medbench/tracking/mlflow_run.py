@@ -104,6 +104,19 @@ class Tracker:
         return RunLogger(experiment_id=self._experiment_id(), experiment_name=self.experiment_name,
                          tracking_uri=self.uri, run_id=self.run_id)
 
+    def selected_checkpoint(self, run_id: str, dst: Path) -> Path:
+        """The checkpoint a finished run selected (its ``checkpoints/`` artifact)."""
+        try:
+            files = self.client.list_artifacts(run_id, "checkpoints")
+        except Exception as err:
+            raise ConfigError(f"run '{run_id}' not found in {self.uri} ({err})") from None
+        ckpts = [f.path for f in files if f.path.endswith(".ckpt")]
+        if not ckpts:
+            raise ConfigError(f"run '{run_id}' has no checkpoint artifact (tracking.log_checkpoint"
+                              f" was false, or the run did not finish)")
+        dst.mkdir(parents=True, exist_ok=True)
+        return Path(self.client.download_artifacts(run_id, ckpts[0], str(dst)))
+
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         for key, value in metrics.items():
             self.client.log_metric(self.run_id, key, float(value), step=step or 0)
