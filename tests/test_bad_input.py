@@ -74,7 +74,7 @@ def test_non_finite_loss(run_cli):
 
 def test_model_too_small_for_input(run_cli):
     line = run_cli("model=densenet121")
-    assert "needs inputs of at least 32 px, got 28 px: set data.resize=32" in line
+    assert "needs inputs of at least 29 px, got 28 px: set data.resize=29" in line
 
 
 def test_unknown_monitor_is_refused_before_any_run(results_dir, capsys):
