@@ -124,7 +124,7 @@ def test_csv_manifest_multilabel_and_fixed_splits(tmp_path):
     dm = CSVManifestDataModule(str(tmp_path / "m.csv"), task="multilabel", in_chans=3)
     dm.setup()
     assert dm.splits["train"][1].tolist() == [[0, 1], [1, 1], [0, 1], [1, 1]]
-    image, label, _ = dm._dataset("val")[0]
+    image, label, _ = dm.eval_dataloader("val").dataset[0]
     assert image.shape == (3, 16, 16) and label.tolist() == [0.0, 1.0]
 
 
@@ -142,4 +142,4 @@ def test_image_folder_and_channel_mismatch(tmp_path):
     with pytest.raises(DataError, match=r"images differ in size .* set data.resize="):
         ImageFolderDataModule(str(tmp_path)).setup()
     resized = ImageFolderDataModule(str(tmp_path), resize=24)
-    assert resized._dataset("test")[1][0].shape == (1, 24, 24)
+    assert resized.eval_dataloader("test").dataset[1][0].shape == (1, 24, 24)

@@ -130,3 +130,22 @@ def test_transfer_from_a_run_then_ensemble_evaluation(make_cfg, mlflow_client, r
     ensembled = train(make_cfg("data=breastmnist", "model=ensemble", "trainer.max_epochs=0",
                                f"model.kwargs.members={members}"))
     assert ensembled["test/auc"] == pytest.approx(first["test/auc"], abs=1e-6)
+
+
+@pytest.mark.parametrize("task", ["deep_features", "deep_features_svm"])
+def test_deep_features_with_classical_classifier(task, make_cfg, mlflow_client):
+    """Survey 4.1.1 / 4.4.2: features of a trained run's CNN, then RF or SVM, on BreastMNIST."""
+    train(make_cfg("data=breastmnist", "model=lenet5", "trainer.max_epochs=1"))
+    [source] = mlflow_client.search_runs([e.experiment_id for e in
+                                          mlflow_client.search_experiments()])
+    metrics = train(make_cfg("data=breastmnist", "model=lenet5", f"task={task}",
+                             f"model.pretrained_path=run:{source.info.run_id}",
+                             "task.layers=[3,10]"))
+    runs = mlflow_client.search_runs([e.experiment_id for e in
+                                      mlflow_client.search_experiments()],
+                                     "tags.task = 'deep_features'")
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    assert runs[0].data.tags["features.dim"] == str(16 + 84)  # conv2 maps + fc2 units
+    assert 0.5 < metrics["test/auc"] <= 1.0 and "val/auc" in metrics
+    artifacts = {a.path for a in mlflow_client.list_artifacts(runs[0].info.run_id)}
+    assert {"predictions_test.csv", "roc.png", "confusion_matrix.png"} <= artifacts

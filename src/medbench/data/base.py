@@ -179,37 +179,36 @@ class ClassificationDataModule(pl.LightningDataModule):
             out[f"class_counts_{split}"] = self.class_counts(split).tolist()
         return out
 
-    def _dataset(self, split: str) -> LabelledImages:
+    def _dataset(self, split: str, augmented: bool) -> LabelledImages:
         self.setup()
         source, labels = self.splits[split]
-        steps = self.augment.get("train" if split == "train" else "eval", [])
+        steps = self.augment.get("train" if augmented else "eval", [])
         transform = build_pipeline(steps, self.normalize, self.resize)
         return LabelledImages(source, labels, transform)
 
-    def _loader(self, split: str) -> DataLoader:
-        dataset = self._dataset(split)
+    def _loader_options(self, batch_size: int) -> dict[str, Any]:
+        return dict(batch_size=batch_size, num_workers=self.num_workers,
+                    persistent_workers=self.num_workers > 0)
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """Any split in order, with the evaluation pipeline (no augmentation)."""
+        return DataLoader(self._dataset(split, augmented=False), shuffle=False,
+                          **self._loader_options(self.eval_batch_size))
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self._dataset("train", augmented=True)
         generator = torch.Generator().manual_seed(self.seed)
-        kwargs: dict[str, Any] = dict(
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            generator=generator,
-        )
-        if split != "train":
-            return DataLoader(dataset, shuffle=False, **kwargs)
+        options = self._loader_options(self.batch_size)
         if self.sampler == "weighted":
             if self.info.task == "multilabel":
                 raise ConfigError("data.sampler=weighted is not defined for multi-label data")
             per_sample = self.class_weights()[torch.as_tensor(dataset.labels)]
             sampler = WeightedRandomSampler(per_sample.double(), len(dataset), generator=generator)
-            return DataLoader(dataset, sampler=sampler, **kwargs)
-        return DataLoader(dataset, shuffle=True, **kwargs)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
+            return DataLoader(dataset, sampler=sampler, **options)
+        return DataLoader(dataset, shuffle=True, generator=generator, **options)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+        return self.eval_dataloader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self.eval_dataloader("test")

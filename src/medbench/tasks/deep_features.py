@@ -1,0 +1,92 @@
+"""The `deep_features` runner: CNN features from chosen layers + a scikit-learn classifier.
+
+Survey 4.1.1 (OverFeat features + random forest, Ciompi et al., 2015) and 4.4.2 (mid- and
+high-level CNN features + SVM). The network is not trained here: its weights come from
+``model.pretrained_path`` (a file or ``run:<id>``), or stay random, which is logged as a tag.
+Each chosen layer's output is global-average-pooled (feature maps) and concatenated.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from medbench.data import ClassificationDataModule
+from medbench.errors import ConfigError
+from medbench.metrics.classification import confusion_matrix, scalar_metrics
+from medbench.tasks.registry import TestOutcome, register_task
+from medbench.tracking import Tracker
+
+
+class LayerFeatures:
+    """Collects pooled outputs of named modules (default: the input of the last Linear)."""
+
+    def __init__(self, net: nn.Module, layers: list[str]) -> None:
+        modules = dict(net.named_modules())
+        for name in layers:
+            if name not in modules:
+                close = difflib.get_close_matches(name, list(modules), n=3)
+                raise ConfigError(f"task.layers: no module '{name}' in the model"
+                                  + (f"; did you mean {', '.join(close)}?" if close else ""))
+        self.net, self._outputs = net.eval(), {}
+        if layers:
+            for name in layers:
+                modules[name].register_forward_hook(self._keep(name))
+        else:
+            linear = [m for m in net.modules() if isinstance(m, nn.Linear)]
+            if not linear:
+                raise ConfigError("task.layers: the model has no Linear layer; name layers")
+            linear[-1].register_forward_hook(lambda _m, inputs, _o: self._store("head", inputs[0]))
+
+    def _keep(self, name: str):
+        return lambda _module, _inputs, output: self._store(name, output)
+
+    def _store(self, name: str, output: torch.Tensor) -> None:
+        self._outputs[name] = output.flatten(2).mean(2) if output.dim() > 2 else output
+
+    @torch.no_grad()
+    def transform(self, loader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        features, labels, indices = [], [], []
+        for images, target, index in loader:
+            self._outputs.clear()
+            self.net(images)
+            features.append(torch.cat([self._outputs[k] for k in sorted(self._outputs)], 1))
+            labels.append(target)
+            indices.append(index)
+        return (torch.cat(features).float().numpy(), torch.cat(labels).numpy(),
+                torch.cat(indices).numpy())
+
+
+@register_task("deep_features")
+def fit_deep_features(cfg: DictConfig, datamodule: ClassificationDataModule, net: nn.Module,
+                      tracker: Tracker, run_dir: Path) -> TestOutcome:
+    info = datamodule.info
+    if info.task == "multilabel":
+        raise ConfigError("task=deep_features supports binary, multi-class and ordinal labels")
+    tracker.set_tags({"features.pretrained": str(bool(cfg.model.pretrained_path))})
+    extractor = LayerFeatures(net, [str(layer) for layer in cfg.task.layers])
+    x_train, y_train, _ = extractor.transform(datamodule.eval_dataloader("train"))
+    classifier = instantiate(cfg.task.classifier)
+    if cfg.task.standardize:
+        classifier = make_pipeline(StandardScaler(), classifier)
+    classifier.fit(x_train, y_train)
+    tracker.set_tags({"features.dim": x_train.shape[1]})
+    metrics: dict[str, float] = {}
+    for split in ("val", "test"):
+        x, y, index = extractor.transform(datamodule.eval_dataloader(split))
+        probs = torch.as_tensor(classifier.predict_proba(x), dtype=torch.float32)
+        scores = probs[:, 1] if info.task == "binary" else probs
+        collection = scalar_metrics(info.task, info.num_classes).clone(prefix=f"{split}/")
+        metrics.update({k: float(v) for k, v in collection(scores, torch.as_tensor(y)).items()})
+    tracker.log_metrics(metrics)
+    confusion = confusion_matrix(info.task, info.num_classes)(scores, torch.as_tensor(y))
+    predictions = {"index": torch.as_tensor(index), "label": torch.as_tensor(y), "probs": probs}
+    return TestOutcome(metrics, predictions, confusion.numpy())
