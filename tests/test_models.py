@@ -18,6 +18,11 @@ def _minimum(name: str) -> int:
     return MODELS.get(name).meta.get("min_input_size", 1)
 
 
+def _chans(name: str, per_view: int) -> int:
+    """Multi-view models (two-stream) take one channel group per view."""
+    return per_view * MODELS.get(name).meta.get("views", 1)
+
+
 def _size(name: str) -> int:
     return max(28, _minimum(name))
 
@@ -25,9 +30,10 @@ def _size(name: str) -> int:
 @pytest.mark.parametrize("name", STANDALONE)
 @pytest.mark.parametrize("in_chans", [1, 3])
 def test_forward_backward_any_channels_and_classes(name, in_chans):
-    model = create_model(name, in_chans=in_chans, num_classes=3)
+    chans = _chans(name, in_chans)
+    model = create_model(name, in_chans=chans, num_classes=3)
     size = _size(name)
-    out = model(torch.randn(2, in_chans, size, size))
+    out = model(torch.randn(2, chans, size, size))
     assert out.shape == (2, 3)
     out.sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
@@ -42,19 +48,20 @@ def test_too_small_input_names_minimum_and_option(name):
 @pytest.mark.parametrize("name", STANDALONE)
 def test_declared_minimum_input_size_is_exact(name):
     """The declared minimum runs in training mode; one pixel less really fails."""
-    model = create_model(name, 1, 2).train()
+    chans = _chans(name, 1)
+    model = create_model(name, chans, 2).train()
     side = _minimum(name)
-    model(torch.randn(2, 1, side, side))
+    model(torch.randn(2, chans, side, side))
     if side > 1:
         with pytest.raises((RuntimeError, ValueError)):
-            model(torch.randn(2, 1, side - 1, side - 1))
+            model(torch.randn(2, chans, side - 1, side - 1))
 
 
 @pytest.mark.parametrize("name", STANDALONE)
 def test_every_model_has_a_config_that_builds(name):
     cfg = OmegaConf.load(CONF / f"{name}.yaml")
     assert cfg.name == name and cfg.in_chans is None and cfg.pretrained_path is None
-    create_model(name, 1, 2, **OmegaConf.to_container(cfg.kwargs))
+    create_model(name, _chans(name, 1), 2, **OmegaConf.to_container(cfg.kwargs))
 
 
 def test_composites_have_configs_too():

@@ -149,3 +149,12 @@ def test_deep_features_with_classical_classifier(task, make_cfg, mlflow_client):
     assert 0.5 < metrics["test/auc"] <= 1.0 and "val/auc" in metrics
     artifacts = {a.path for a in mlflow_client.list_artifacts(runs[0].info.run_id)}
     assert {"predictions_test.csv", "roc.png", "confusion_matrix.png"} <= artifacts
+
+
+def test_two_stream_on_two_views_of_real_breastmnist(make_cfg, only_run):
+    """Survey 4.5.2: the image and its CLAHE copy, one stream each, scores fused."""
+    metrics = train(make_cfg("data=breastmnist", "model=two_stream_fused",
+                             "augment=two_view_clahe", "trainer.max_epochs=2"))
+    run = only_run()
+    assert run.info.status == "FINISHED" and run.data.params["model.kwargs.streams"] == "2"
+    assert 0.0 <= metrics["test/auc"] <= 1.0

@@ -55,9 +55,10 @@ def _models(args: list[str]) -> int:
         size = max(options.size, minimum)
         cost = ["members'", "members'", ""]  # a composite's cost is that of its members
         if not meta.get("composite"):
-            model = create_model(entry.name, options.in_chans, options.num_classes)
+            chans = options.in_chans * meta.get("views", 1)  # two-stream: a group per view
+            model = create_model(entry.name, chans, options.num_classes)
             cost = [f"{count_parameters(model) / 1e6:.2f} M",
-                    f"{count_macs(model, options.in_chans, size) / 1e6:.1f} M", str(size)]
+                    f"{count_macs(model, chans, size) / 1e6:.1f} M", str(size)]
         table.add_row(entry.name, meta.get("family", ""), meta.get("source", ""),
                       meta.get("task", "classification"), str(minimum), *cost)
     Console(width=140).print(table)

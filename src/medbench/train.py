@@ -39,13 +39,13 @@ def build_model(cfg: DictConfig, datamodule: ClassificationDataModule,
         if tracker is None or run_dir is None:
             raise ConfigError("model.pretrained_path=run:<id> needs a tracking store")
         pretrained = tracker.selected_checkpoint(str(pretrained)[4:], run_dir / "pretrained")
-    if cfg.model.in_chans not in (None, info.in_chans):
+    if cfg.model.in_chans not in (None, datamodule.model_in_chans):
         raise DataError(
-            f"model.in_chans={cfg.model.in_chans} but {info.name} images have {info.in_chans} "
-            f"channel(s): leave model.in_chans=null to follow the data"
+            f"model.in_chans={cfg.model.in_chans} but {info.name} images have "
+            f"{datamodule.model_in_chans} channel(s): leave model.in_chans=null to follow the data"
         )
     return create_model(
-        cfg.model.name, in_chans=info.in_chans, num_classes=info.num_classes,
+        cfg.model.name, in_chans=datamodule.model_in_chans, num_classes=info.num_classes,
         pretrained_path=pretrained, input_size=datamodule.image_size,
         **OmegaConf.to_container(cfg.model.kwargs, resolve=True),
     )

@@ -107,6 +107,11 @@ class ClassificationDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     @property
+    def model_in_chans(self) -> int:
+        """Channels the model receives: the image's, once per view (``augment.views``)."""
+        return self.info.in_chans * max(1, len(self.augment.get("views") or []))
+
+    @property
     def image_size(self) -> int:
         """Side of the images the model receives (after any resize)."""
         if self.resize:
@@ -183,7 +188,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.setup()
         source, labels = self.splits[split]
         steps = self.augment.get("train" if augmented else "eval", [])
-        transform = build_pipeline(steps, self.normalize, self.resize)
+        transform = build_pipeline(steps, self.normalize, self.resize, self.augment.get("views"))
         return LabelledImages(source, labels, transform)
 
     def _loader_options(self, batch_size: int) -> dict[str, Any]:

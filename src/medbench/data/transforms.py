@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import albumentations as A
+import torch
 from albumentations.pytorch import ToTensorV2
 
 from medbench.errors import ConfigError
@@ -44,17 +45,41 @@ def build_step(step: str | Mapping[str, Any]) -> A.BasicTransform:
         raise ConfigError(f"augment: bad arguments for {name} {kwargs}: {err}") from None
 
 
+class ViewStack:
+    """One shared (random) augmentation, then a finishing pipeline per view, stacked as channels.
+
+    Two-stream designs (survey 4.5.2) read the views as separate inputs; the shared draw keeps
+    the views of one sample aligned.
+    """
+
+    def __init__(self, shared: A.Compose, views: Sequence[A.Compose]) -> None:
+        self.shared, self.views = shared, list(views)
+
+    def __call__(self, image):
+        augmented = self.shared(image=image)["image"]
+        return {"image": torch.cat([view(image=augmented)["image"] for view in self.views])}
+
+
+def _finish(normalize: Mapping[str, Sequence[float]]) -> list[A.BasicTransform]:
+    return [A.Normalize(mean=list(normalize["mean"]), std=list(normalize["std"]),
+                        max_pixel_value=255.0), ToTensorV2()]
+
+
 def build_pipeline(
     steps: Sequence[str | Mapping[str, Any]],
     normalize: Mapping[str, Sequence[float]],
     resize: int | None = None,
-) -> A.Compose:
-    """Resize (optional) -> configured steps -> Normalize -> tensor (C, H, W)."""
-    chain: list[A.BasicTransform] = []
-    if resize:
-        chain.append(A.Resize(resize, resize))
+    views: Sequence[Sequence[str | Mapping[str, Any]]] | None = None,
+) -> A.Compose | ViewStack:
+    """Resize (optional) -> configured steps -> Normalize -> tensor (C, H, W).
+
+    With ``views`` (a list of step lists), each view's steps follow the shared ones and the
+    views are concatenated along channels.
+    """
+    chain: list[A.BasicTransform] = [A.Resize(resize, resize)] if resize else []
     chain += [build_step(s) for s in steps]
-    chain.append(A.Normalize(mean=list(normalize["mean"]), std=list(normalize["std"]),
-                             max_pixel_value=255.0))
-    chain.append(ToTensorV2())
-    return A.Compose(chain)
+    if not views:
+        return A.Compose(chain + _finish(normalize))
+    return ViewStack(A.Compose(chain),
+                     [A.Compose([build_step(s) for s in view] + _finish(normalize))
+                      for view in views])

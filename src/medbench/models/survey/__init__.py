@@ -7,4 +7,5 @@ from medbench.models.survey import (  # noqa: F401
     multicrop,
     six_layer,
     small_kernel,
+    two_stream,
 )
