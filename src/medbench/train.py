@@ -70,6 +70,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     Returns the test metrics (for ``classification``: those of the best-``cfg.monitor``
     checkpoint, reloaded from disk).
     """
+    return train_run(cfg)[1]
+
+
+def train_run(cfg: DictConfig) -> tuple[str, dict[str, float]]:
+    """:func:`train`, also returning the MLflow run id."""
     monitor_mode(cfg.monitor)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment_name, cfg.tracking.artifact_root)
@@ -87,7 +92,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         net = build_model(cfg, datamodule, tracker, run_dir)
         outcome = TASKS.get(cfg.task.name).builder(cfg, datamodule, net, tracker, run_dir)
         _log_outputs(tracker, cfg, outcome, datamodule, run_dir)
-        return outcome.metrics
+        return tracker.run_id, outcome.metrics
 
 
 def _log_outputs(tracker: Tracker, cfg: DictConfig, outcome: TestOutcome,
