@@ -48,3 +48,16 @@ def test_models_command_lists_registry(capsys):
     out = capsys.readouterr().out
     assert "resnet18_28" in out and "densenet121" in out
     assert "11.17 M" in out and "455.8 M" in out  # resnet18_28: params, MACs at 28 px
+
+
+def test_every_experiment_preset_composes():
+    from medbench.config import REPO_ROOT
+
+    presets = sorted((REPO_ROOT / "experiments").rglob("*.yaml"))
+    assert len(presets) >= 12
+    for path in presets:
+        name = path.relative_to(REPO_ROOT / "experiments").with_suffix("").as_posix()
+        cfg = compose_config([f"experiment={name}"])
+        if name.startswith("survey/"):
+            assert cfg.survey.id == path.stem and cfg.survey.data_here.startswith("proxy")
+            assert cfg.survey.reference and cfg.survey.section
