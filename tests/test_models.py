@@ -133,3 +133,16 @@ def test_ensemble_output_is_the_mean_of_its_members(tmp_path):
     with pytest.raises(ConfigError, match="does not fit the model"):
         create_model("ensemble", 1, 2, members=[{"name": "lenet5",
                                                  "checkpoint": tmp_path / "m0.pt"}])
+
+
+def test_keep_output_neurons_transfers_the_shared_classes(tmp_path):
+    source = create_model("lenet5", 1, 2)
+    torch.save(source.state_dict(), tmp_path / "source.pt")
+    kept = create_model("lenet5", 1, 3, pretrained_path=str(tmp_path / "source.pt"),
+                        keep_output_neurons=True)
+    fresh = create_model("lenet5", 1, 3, pretrained_path=str(tmp_path / "source.pt"))
+    head = source[-1]
+    assert torch.equal(kept[-1].weight[:2], head.weight) and torch.equal(kept[-1].bias[:2],
+                                                                         head.bias)
+    assert not torch.equal(fresh[-1].weight[:2], head.weight)
+    assert torch.equal(kept[0].weight, source[0].weight)

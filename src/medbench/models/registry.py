@@ -21,15 +21,21 @@ def create_model(
     num_classes: int,
     pretrained_path: str | None = None,
     input_size: int | None = None,
+    keep_output_neurons: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build a registered model; optionally load weights from a local file (never downloads)."""
+    """Build a registered model; optionally load weights from a local file (never downloads).
+
+    ``keep_output_neurons`` (twice-transfer learning, survey 4.2.5): when the class count
+    differs from the source's, the classifier rows of the classes both share (the first ones)
+    keep their trained weights instead of being re-initialised.
+    """
     entry = MODELS.get(name)
     if input_size is not None:
         check_input_size(name, input_size)
     model = entry.builder(in_chans=in_chans, num_classes=num_classes, **kwargs)
     if pretrained_path:
-        load_pretrained(model, pretrained_path)
+        load_pretrained(model, pretrained_path, keep_output_neurons=keep_output_neurons)
     return model
 
 
@@ -43,7 +49,8 @@ def check_input_size(name: str, input_size: int) -> None:
         )
 
 
-def load_pretrained(model: nn.Module, path: str | Path, strict: bool = False) -> None:
+def load_pretrained(model: nn.Module, path: str | Path, strict: bool = False,
+                    keep_output_neurons: bool = False) -> None:
     """Load a local state dict (or medbench/Lightning checkpoint) with weights_only=True.
 
     Tensors whose shapes differ (a new classifier, other input channels) are skipped, so
@@ -62,6 +69,8 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool = False) ->
         state = {k.removeprefix("net."): v for k, v in state["state_dict"].items()}
     own = model.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if keep_output_neurons:
+        matched.update(_shared_output_rows(model, state))
     if not matched:
         raise ConfigError(f"model.pretrained_path: no tensor of {path} matches the model")
     missing = sorted(set(own) - set(matched))
@@ -69,3 +78,16 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool = False) ->
         raise ConfigError(f"{path} does not fit the model: {len(missing)} tensor(s) missing or "
                           f"of another shape, e.g. '{missing[0]}'")
     model.load_state_dict(matched, strict=False)
+
+
+def _shared_output_rows(model: nn.Module, state: dict[str, torch.Tensor]) -> dict:
+    """The last Linear layer's weight and bias, its first rows taken from ``state``."""
+    name = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    own = model.state_dict()
+    merged = {}
+    for key in (f"{name}.weight", f"{name}.bias"):
+        if key in state and key in own and state[key].shape[1:] == own[key].shape[1:]:
+            rows = min(len(state[key]), len(own[key]))
+            merged[key] = own[key].clone()
+            merged[key][:rows] = state[key][:rows]
+    return merged

@@ -35,7 +35,7 @@ class ClassificationTask(pl.LightningModule):
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "class_weights"],
                                   logger=False)
         self.net, self.task, self.num_classes = net, task, num_classes
-        # channels-last is about 25% faster for CNNs on CPU (measured, benchmark/ notes)
+        # channels-last: ResNet-18 (28), batch 128, 2 CPU threads trained at 38 vs 30 img/s here
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
