@@ -22,32 +22,18 @@ def alexnet(in_chans: int = 3, num_classes: int = 1000, dropout: float = 0.5) ->
     return model
 
 
-@register_model(family="vgg", source="torchvision", min_input_size=32)
-def vgg16(in_chans: int = 3, num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
-    model = tvm.vgg16(weights=None, num_classes=num_classes, dropout=dropout)
-    _adapt_first_conv(model.features, in_chans)
-    return model
+def _vgg(arch: str):
+    def build(in_chans: int = 3, num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
+        model = getattr(tvm, arch)(weights=None, num_classes=num_classes, dropout=dropout)
+        _adapt_first_conv(model.features, in_chans)
+        return model
+
+    return build
 
 
-@register_model(family="vgg", source="torchvision", min_input_size=32)
-def vgg16_bn(in_chans: int = 3, num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
-    model = tvm.vgg16_bn(weights=None, num_classes=num_classes, dropout=dropout)
-    _adapt_first_conv(model.features, in_chans)
-    return model
-
-
-@register_model(family="vgg", source="torchvision", min_input_size=32)
-def vgg11(in_chans: int = 3, num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
-    model = tvm.vgg11(weights=None, num_classes=num_classes, dropout=dropout)
-    _adapt_first_conv(model.features, in_chans)
-    return model
-
-
-@register_model(family="vgg", source="torchvision", min_input_size=32)
-def vgg11_bn(in_chans: int = 3, num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
-    model = tvm.vgg11_bn(weights=None, num_classes=num_classes, dropout=dropout)
-    _adapt_first_conv(model.features, in_chans)
-    return model
+# the VGG variants differ only in torchvision's builder: one factory, a registration each
+for _arch in ("vgg11", "vgg11_bn", "vgg16", "vgg16_bn"):
+    register_model(_arch, family="vgg", source="torchvision", min_input_size=32)(_vgg(_arch))
 
 
 @register_model(family="inception", source="torchvision", min_input_size=15)
