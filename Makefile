@@ -5,7 +5,6 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch/torchvision are pinned to the builds this project is tested with.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-export MEDBENCH_DATA_DIR ?= $(HOME)/.medbench/data
 
 .PHONY: install demo test lint clean
 
