@@ -1,34 +1,76 @@
-"""The `medbench` command: train, models, datasets."""
+"""The `medbench` command: train, tune, models, datasets."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from medbench.errors import MedbenchError
 
 COMMANDS = {
     "train": "train one model: medbench train [hydra overrides], e.g. experiment=<name> seed=1",
+    "tune": "search hyperparameters with Optuna: medbench tune experiment=<name> search=<space>"
+            " [study/sampler=gp study.n_trials=30 ...]",
     "models": "list the registered models",
     "datasets": "list the data sources and MedMNIST 2D datasets",
 }
 
 
-def _train(overrides: list[str]) -> int:
+# internal: one tuning trial in its own process (a DDP launcher restarts it for each rank)
+HIDDEN = {"trial": "medbench trial <spec.json> --result <out.json>"}
+
+
+def _composed(command: Callable[[], int]) -> int:
+    """Runs a command that composes a config; Hydra's own errors exit 2 with its message."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    try:
+        return command()
+    except (HydraException, OmegaConfBaseException) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _train(overrides: list[str]) -> int:
     from medbench.config import compose_config
     from medbench.report import print_summary
     from medbench.train import train
 
-    try:
+    def run() -> int:
         cfg = compose_config(overrides)
-    except (HydraException, OmegaConfBaseException) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    metrics = train(cfg)
-    print_summary(cfg, metrics)
+        print_summary(cfg, train(cfg))
+        return 0
+
+    return _composed(run)
+
+
+def _tune(overrides: list[str]) -> int:
+    from medbench.report import print_study
+    from medbench.tuning.driver import tune
+
+    def run() -> int:
+        print_study(tune(overrides))
+        return 0
+
+    return _composed(run)
+
+
+def _trial(args: list[str]) -> int:
+    import json
+    from pathlib import Path
+
+    from medbench.tracking import is_rank_zero
+    from medbench.tuning.trial import TrialSpec, run_trial
+
+    parser = argparse.ArgumentParser(prog="medbench trial")
+    parser.add_argument("spec", type=Path)
+    parser.add_argument("--result", type=Path, required=True)
+    options = parser.parse_args(args)
+    outcome = run_trial(TrialSpec.load(options.spec))
+    if is_rank_zero():
+        options.result.write_text(json.dumps(outcome))
     return 0
 
 
@@ -79,11 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="medbench", description="Benchmark CNNs on medical images (Hydra + Lightning + "
         "MLflow).", formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="commands:\n" + "\n".join(f"  {k:<10}{v}" for k, v in COMMANDS.items()))
-    parser.add_argument("command", choices=list(COMMANDS), metavar="command",
+    parser.add_argument("command", choices=[*COMMANDS, *HIDDEN], metavar="command",
                         help=", ".join(COMMANDS))
     parser.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides")
     args = parser.parse_args(argv)
-    handler = {"train": _train, "models": _models, "datasets": _datasets}[args.command]
+    handler = {"train": _train, "tune": _tune, "trial": _trial, "models": _models,
+               "datasets": _datasets}[args.command]
     try:
         return handler(args.overrides)
     except MedbenchError as err:

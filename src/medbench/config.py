@@ -15,6 +15,10 @@ from medbench.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT_GROUP = "experiment"
+# the top-level experiments/ folder is the `experiment` group (ExperimentsConfigSource); set here
+# rather than in train.yaml because Hydra reads a search path from the primary config only, and
+# tune.yaml includes train.yaml
+SEARCH_PATH = "hydra.searchpath=[medbench-experiments://experiments]"
 
 
 def config_dir() -> Path:
@@ -99,7 +103,7 @@ def compose_config(overrides: list[str] | None = None, config_name: str = "train
     _register()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=list(overrides or []),
+        cfg = compose(config_name=config_name, overrides=[SEARCH_PATH, *(overrides or [])],
                       return_hydra_config=True)
     choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra")}
     with open_dict(cfg):

@@ -15,3 +15,7 @@ class DataError(MedbenchError):
 
 class TrainingError(MedbenchError):
     """Training cannot go on (for example the loss became non-finite)."""
+
+
+class RunStopped(Exception):
+    """Raised to end a run early on purpose (a pruned trial): the MLflow run ends KILLED."""

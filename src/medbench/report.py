@@ -22,3 +22,24 @@ def print_summary(cfg: DictConfig, metrics: dict[str, float]) -> None:
             row.append(f"{reference[key]:.3f}" if key in reference else "")
         table.add_row(*row)
     Console().print(table)
+
+
+def print_study(result) -> None:
+    """This worker's trials of a `medbench tune` study, and the study's best trial."""
+    table = Table(title=f"study {result.study_name}: {result.finished}/{result.n_trials} trials "
+                        f"finished (MLflow parent run {result.parent_run_id})")
+    for column in ("trial", "state", "value", "epochs", "test/auc", "note"):
+        table.add_column(column)
+    for number, outcome in sorted(result.outcomes.items()):
+        value = outcome.get("value")
+        test_auc = outcome.get("metrics", {}).get("test/auc")
+        table.add_row(str(number), outcome["state"], "" if value is None else f"{value:.4f}",
+                      str(outcome.get("epochs", "")),
+                      "" if test_auc is None else f"{test_auc:.4f}", outcome.get("error") or "")
+    console = Console()
+    console.print(table)
+    if result.best is not None:
+        console.print(f"best trial {result.best.number}: value {result.best.value:.4f} "
+                      f"{result.best.params}")
+    if result.exported is not None:
+        console.print(f"best configuration exported to {result.exported}")

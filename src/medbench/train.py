@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -14,7 +16,7 @@ from medbench.errors import ConfigError, DataError
 from medbench.models import create_model
 from medbench.tasks import TASKS, TestOutcome
 from medbench.tasks.fit import monitor_mode
-from medbench.tracking import Tracker, flatten, git_commit
+from medbench.tracking import Tracker, flatten, git_commit, is_rank_zero
 from medbench.tracking.artifacts import plot_confusion_matrix, plot_roc, write_predictions
 
 
@@ -74,15 +76,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return train_run(cfg)[1]
 
 
-def train_run(cfg: DictConfig) -> tuple[str, dict[str, float]]:
-    """:func:`train`, also returning the MLflow run id."""
+def train_run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = (),
+              tags: Mapping[str, str] | None = None,
+              run_name: str | None = None) -> tuple[str | None, dict[str, float]]:
+    """:func:`train`, also returning the MLflow run id (None on DDP ranks other than 0).
+
+    ``callbacks`` join the config's Lightning callbacks; ``tags`` join the run's tags (a tuning
+    trial passes its pruning callback, its study and its parent run).
+    """
     monitor_mode(cfg.monitor)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment_name, cfg.tracking.artifact_root)
+    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment_name, cfg.tracking.artifact_root,
+                      active=is_rank_zero())
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    run_name = f"{cfg.model.name}-{dataset_name(cfg)}-s{cfg.seed}"
-    with tracker.run(flatten(resolved), run_tags(cfg), run_name):
-        run_dir = Path(cfg.paths.runs_dir) / tracker.run_id
+    run_name = run_name or f"{cfg.model.name}-{dataset_name(cfg)}-s{cfg.seed}"
+    with tracker.run(flatten(resolved), {**run_tags(cfg), **(tags or {})}, run_name):
+        run_dir = Path(cfg.paths.runs_dir) / (tracker.run_id or f"rank-{os.getpid()}")
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
         tracker.log_artifact(run_dir / "config.yaml")
@@ -91,8 +100,10 @@ def train_run(cfg: DictConfig) -> tuple[str, dict[str, float]]:
         tracker.set_tags({f"data.{k}": v for k, v in datamodule.summary().items()})
         tracker.set_tags({"label_type": datamodule.info.task})
         net = build_model(cfg, datamodule, tracker, run_dir)
-        outcome = TASKS.get(cfg.task.name).builder(cfg, datamodule, net, tracker, run_dir)
-        _log_outputs(tracker, cfg, outcome, datamodule, run_dir)
+        outcome = TASKS.get(cfg.task.name).builder(cfg, datamodule, net, tracker, run_dir,
+                                                   callbacks=callbacks)
+        if tracker.active:
+            _log_outputs(tracker, cfg, outcome, datamodule, run_dir)
         return tracker.run_id, outcome.metrics
 
 

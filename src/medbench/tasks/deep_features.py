@@ -9,6 +9,7 @@ Each chosen layer's output is global-average-pooled (feature maps) and concatena
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,10 @@ class LayerFeatures:
 
 @register_task("deep_features")
 def fit_deep_features(cfg: DictConfig, datamodule: ClassificationDataModule, net: nn.Module,
-                      tracker: Tracker, run_dir: Path) -> TestOutcome:
+                      tracker: Tracker, run_dir: Path, callbacks: Sequence[object] = ()
+                      ) -> TestOutcome:
+    """Features of ``task.layers`` fed to a scikit-learn classifier (no epochs: ``callbacks``
+    has nothing to act on and is ignored)."""
     info = datamodule.info
     if info.task == "multilabel":
         raise ConfigError("task=deep_features supports binary, multi-class and ordinal labels")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +63,16 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
 
 @register_task("classification")
 def fit_classification(cfg: DictConfig, datamodule: ClassificationDataModule,
-                       net: torch.nn.Module, tracker: Tracker, run_dir: Path) -> TestOutcome:
+                       net: torch.nn.Module, tracker: Tracker, run_dir: Path,
+                       callbacks: Sequence[pl.Callback] = ()) -> TestOutcome:
     """Fit, select the best checkpoint on ``cfg.monitor``, test it reloaded from disk.
 
     ``trainer.max_epochs=0`` tests the model as built (pretrained weights, ensembles).
+    ``callbacks`` join those of the config (e.g. a tuning trial's pruning callback).
     """
     task = build_task(cfg, net, datamodule)
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=build_callbacks(cfg, run_dir),
+        cfg.trainer, callbacks=[*build_callbacks(cfg, run_dir), *callbacks],
         logger=tracker.lightning_logger(), default_root_dir=str(run_dir))
     best = None
     if cfg.trainer.max_epochs > 0:

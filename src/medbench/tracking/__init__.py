@@ -1,5 +1,5 @@
 """MLflow tracking: run lifecycle and artifacts."""
 
-from medbench.tracking.mlflow_run import RunLogger, Tracker, flatten, git_commit
+from medbench.tracking.mlflow_run import RunLogger, Tracker, flatten, git_commit, is_rank_zero
 
-__all__ = ["RunLogger", "Tracker", "flatten", "git_commit"]
+__all__ = ["RunLogger", "Tracker", "flatten", "git_commit", "is_rank_zero"]

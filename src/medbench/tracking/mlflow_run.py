@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import traceback
 from collections.abc import Iterator, Mapping
@@ -9,11 +10,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
 
-from medbench.errors import ConfigError
+from medbench.errors import ConfigError, RunStopped
 
 MAX_PARAM_LENGTH = 6000
 
@@ -28,6 +30,15 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[name] = str(value)[:MAX_PARAM_LENGTH]
     return out
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is global rank 0, from the variables DDP launchers (Lightning,
+    torchrun, SLURM) set before any process group exists. Other ranks must not open runs."""
+    for key in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if os.environ.get(key):
+            return int(os.environ[key]) == 0
+    return all(int(os.environ.get(key) or 0) == 0 for key in ("LOCAL_RANK", "NODE_RANK"))
 
 
 def git_commit(repo: Path) -> str:
@@ -60,18 +71,25 @@ class RunLogger(MLFlowLogger):
 class Tracker:
     """Creates the experiment and run, and ends it FINISHED or FAILED."""
 
-    def __init__(self, uri: str, experiment_name: str, artifact_root: str | None = None) -> None:
+    def __init__(self, uri: str, experiment_name: str, artifact_root: str | None = None,
+                 active: bool = True) -> None:
         self.uri = uri
-        if uri.startswith("sqlite:///"):
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        elif "://" not in uri:
+        self.active = active  # False on DDP ranks other than 0: they read, never write
+        if "://" not in uri:
             raise ConfigError(f"tracking.uri: '{uri}' is not a URI (sqlite:///..., http://...)")
         self.client = MlflowClient(tracking_uri=uri)
+        if uri.startswith("sqlite:///"):
+            # processes that open a new SQLite store at once would race through MLflow's schema
+            # migrations ("duplicate column"): the first creates it under a lock
+            path = Path(uri.removeprefix("sqlite:///"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(f"{path}.lock"):
+                self.client.search_experiments(max_results=1)
         self.experiment_name = experiment_name
         self.artifact_root = artifact_root
         self.run_id: str | None = None
 
-    def _experiment_id(self) -> str:
+    def experiment_id(self) -> str:
         existing = self.client.get_experiment_by_name(self.experiment_name)
         if existing is not None:
             return existing.experiment_id
@@ -83,25 +101,27 @@ class Tracker:
     @contextmanager
     def run(self, params: Mapping[str, str], tags: Mapping[str, str],
             run_name: str | None = None) -> Iterator[Tracker]:
-        run = self.client.create_run(self._experiment_id(), run_name=run_name,
+        if not self.active:
+            yield self
+            return
+        run = self.client.create_run(self.experiment_id(), run_name=run_name,
                                      tags=dict(tags))
         self.run_id = run.info.run_id
-        items = [Param(k, v) for k, v in params.items()]
-        for start in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[start:start + 100])
+        self.log_params(params)
         try:
             yield self
         except BaseException as err:
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
             self.client.set_tag(self.run_id, "error", f"{type(err).__name__}: {message}"[:5000])
             self.client.log_text(self.run_id, traceback.format_exc(), "error.txt")
-            status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+            stopped = isinstance(err, (KeyboardInterrupt, RunStopped))
+            status = "KILLED" if stopped else "FAILED"
             self.client.set_terminated(self.run_id, status)
             raise
         self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
 
     def lightning_logger(self) -> RunLogger:
-        return RunLogger(experiment_id=self._experiment_id(), experiment_name=self.experiment_name,
+        return RunLogger(experiment_id=self.experiment_id(), experiment_name=self.experiment_name,
                          tracking_uri=self.uri, run_id=self.run_id)
 
     def selected_checkpoint(self, run_id: str, dst: Path) -> Path:
@@ -117,16 +137,29 @@ class Tracker:
         dst.mkdir(parents=True, exist_ok=True)
         return Path(self.client.download_artifacts(run_id, ckpts[0], str(dst)))
 
+    def log_params(self, params: Mapping[str, str]) -> None:
+        if not self.active:
+            return
+        items = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start:start + 100])
+
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if not self.active:
+            return
         for key, value in metrics.items():
             self.client.log_metric(self.run_id, key, float(value), step=step or 0)
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        if not self.active:
+            return
         self.client.log_artifact(self.run_id, str(path), folder)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if not self.active:
+            return
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, str(value))
 
 
-__all__ = ["Tracker", "RunLogger", "flatten", "git_commit"]
+__all__ = ["Tracker", "RunLogger", "flatten", "git_commit", "is_rank_zero"]

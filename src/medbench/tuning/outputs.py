@@ -1,0 +1,144 @@
+"""What a study leaves: its MLflow parent run, its plots, its best config as an experiment."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from medbench.config import compose_config  # noqa: E402
+from medbench.tracking import Tracker, flatten, git_commit  # noqa: E402
+
+PARENT_ATTR = "mlflow_parent_run_id"
+
+
+class StudyRun:
+    """The study's MLflow parent run, shared by every worker (its id is a study user attribute);
+    one child run per trial points to it through ``mlflow.parentRunId``."""
+
+    def __init__(self, cfg: DictConfig, study: optuna.Study,
+                 lock: contextlib.AbstractContextManager, params: dict[str, Any]) -> None:
+        self.tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment_name,
+                               cfg.tracking.artifact_root)
+        self.client, self.study = self.tracker.client, study
+        with lock:
+            run_id = study.user_attrs.get(PARENT_ATTR)
+            if run_id is None or not self._exists(run_id):
+                run = self.client.create_run(
+                    self.tracker.experiment_id(), run_name=f"study-{study.study_name}",
+                    tags={"medbench.kind": "study", "optuna.study": study.study_name,
+                          "git_commit": git_commit(Path(cfg.paths.root_dir))})
+                run_id = run.info.run_id
+                self.tracker.run_id = run_id
+                self.tracker.log_params(flatten(params))
+                study.set_user_attr(PARENT_ATTR, run_id)
+        self.run_id = self.tracker.run_id = run_id
+        if self.client.get_run(run_id).info.status != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")  # a resumed study
+
+    def _exists(self, run_id: str) -> bool:
+        try:
+            self.client.get_run(run_id)
+            return True
+        except Exception:  # deleted, or another tracking store
+            return False
+
+    def child_tags(self, number: int) -> dict[str, str]:
+        return {"mlflow.parentRunId": self.run_id, "medbench.kind": "trial",
+                "optuna.study": self.study.study_name, "optuna.trial": str(number)}
+
+    def record_trial(self, number: int, outcome: dict[str, Any]) -> str | None:
+        """Marks the trial's child run with its Optuna state and value; returns its run id."""
+        query = (f"tags.`optuna.study` = '{self.study.study_name}' and "
+                 f"tags.`optuna.trial` = '{number}'")
+        runs = self.client.search_runs([self.tracker.experiment_id()], query, max_results=1)
+        if not runs:
+            return None
+        run_id = runs[0].info.run_id
+        self.client.set_tag(run_id, "optuna.state", outcome["state"])
+        if outcome.get("value") is not None:
+            self.client.log_metric(run_id, "optuna.value", float(outcome["value"]))
+            self.client.log_metric(self.run_id, "trial_value", float(outcome["value"]),
+                                   step=number)
+        return run_id
+
+    def finish(self, out_dir: Path, exported: Path | None) -> None:
+        best = _best_trial(self.study)
+        if best is not None:
+            self.client.log_metric(self.run_id, "best_value", best.value)
+            self.client.set_tag(self.run_id, "best_trial", str(best.number))
+            for key, value in best.params.items():
+                self.client.set_tag(self.run_id, f"best.{key}", str(value))
+        for path in study_plots(self.study, out_dir):
+            self.tracker.log_artifact(path, "plots")
+        if exported is not None:
+            self.tracker.log_artifact(exported)
+        self.client.set_terminated(self.run_id, "FINISHED")
+
+
+def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:  # no trial completed
+        return None
+
+
+def study_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
+    """Optimisation history, parameter importances and parallel coordinates as PNGs (a plot
+    Optuna cannot draw yet, e.g. importances before two trials complete, is skipped)."""
+    from optuna.visualization import matplotlib as plots
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, draw in (("optimization_history", plots.plot_optimization_history),
+                       ("param_importances", plots.plot_param_importances),
+                       ("parallel_coordinate", plots.plot_parallel_coordinate)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "experimental" warnings of optuna's matplotlib
+                axes = draw(study)
+        except (ValueError, RuntimeError, ZeroDivisionError):
+            continue
+        figure = getattr(axes, "figure", None) or axes.flat[0].figure
+        figure.set_size_inches(9, 5.5)
+        figure.tight_layout()
+        path = out_dir / f"{name}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+def export_best(study: optuna.Study, overrides: list[str], export_dir: Path) -> Path | None:
+    """Writes the best trial's full config as ``<export_dir>/<study>.yaml``, an experiment that
+    ``medbench train experiment=tuned/<study>`` runs as is (export_dir: experiments/tuned)."""
+    best = _best_trial(study)
+    if best is None:
+        return None
+    cfg = compose_config(overrides + list(best.user_attrs.get("overrides", [])))
+    choices = {k: v for k, v in cfg.choices.items() if k != "experiment" and v is not None}
+    values = OmegaConf.to_container(cfg, resolve=False)
+    values.pop("choices")
+    lines = [
+        "# @package _global_",
+        f"# Best trial ({best.number}, {study.direction.name.lower()} value {best.value:.6g}) of "
+        f"Optuna study '{study.study_name}', exported by `medbench tune`.",
+        f"# Trial parameters: {best.params}",
+        "defaults:",
+        *[f"  - override /{group}: {option}" for group, option in sorted(choices.items())],
+        "  - _self_",
+        "",
+        OmegaConf.to_yaml(OmegaConf.create(values)),
+    ]
+    export_dir.mkdir(parents=True, exist_ok=True)
+    path = export_dir / f"{study.study_name}.yaml"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,103 @@
+"""The Optuna study behind `medbench tune`: storage with heartbeat, and a shared trial budget."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+from filelock import FileLock
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import TrialState
+
+from medbench.errors import ConfigError
+from medbench.tuning.space import SearchSpace
+from medbench.tuning.strategies import build_pruner, build_sampler
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+PENDING = (TrialState.RUNNING, TrialState.WAITING)
+
+
+def is_finished(trial: optuna.trial.FrozenTrial) -> bool:
+    """COMPLETE, PRUNED, or FAIL because the trial raised (the worker recorded an ``error``).
+    A dead worker's trial, failed by the heartbeat, does not count: it is queued again."""
+    return trial.state in FINISHED or (trial.state == TrialState.FAIL
+                                       and "error" in trial.user_attrs)
+
+
+def open_study(settings: dict[str, Any], space: SearchSpace, name: str,
+               direction: str) -> optuna.Study:
+    """Create the study, or load it when another worker (or an earlier run) created it."""
+    url = str(settings["storage"])
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    sampler = build_sampler(settings["sampler"], space, settings.get("seed"))
+    # under the lock: workers starting together would race to create the schema and the study
+    with budget_lock(url), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the retry callback is "experimental"
+        try:
+            storage = RDBStorage(
+                url, heartbeat_interval=int(settings["heartbeat_interval"]),
+                grace_period=int(settings["grace_period"]),
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                    max_retry=settings.get("max_retry")),
+                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite")
+                else None)
+        except Exception as err:  # SQLAlchemy: bad URL, missing driver, unreachable server
+            raise ConfigError(f"study.storage: cannot open '{url}' ({err})") from None
+        return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                   pruner=build_pruner(settings["pruner"]), direction=direction,
+                                   load_if_exists=True)
+
+
+def budget_lock(url: str) -> contextlib.AbstractContextManager:
+    """Serialises "count the trials, then ask for one" among the workers of a SQLite study, so
+    that together they start exactly ``n_trials``. Server databases get no lock: two workers
+    asking at the same instant for the last trial may start one extra."""
+    if url.startswith("sqlite:///"):
+        return FileLock(url.removeprefix("sqlite:///") + ".lock")
+    return contextlib.nullcontext()
+
+
+def claim_trial(study: optuna.Study, n_trials: int, lock: contextlib.AbstractContextManager,
+                space: SearchSpace, poll_seconds: float) -> optuna.Trial | None:
+    """A new (or re-queued) trial while the budget allows; None once ``n_trials`` finished
+    (see :func:`is_finished`).
+
+    When the budget is taken only by trials still running elsewhere, waits: if their worker
+    dies, the heartbeat fails them and this worker runs their re-queued copies.
+    """
+    while True:
+        # quiet: fail_stale_trials is "experimental", and ask() warns that heartbeats are meant
+        # for Study.optimize (`heartbeat` below records them for ask-and-tell)
+        with lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fail_stale_trials(study)
+            trials = study.get_trials(deepcopy=False)
+            finished = sum(map(is_finished, trials))
+            pending = [t for t in trials if t.state in PENDING]
+            queued = any(t.state == TrialState.WAITING for t in pending)
+            if finished + len(pending) < n_trials or queued:  # ask() pops a queued trial first
+                return study.ask(fixed_distributions=space.distributions)
+        if finished >= n_trials:
+            return None
+        time.sleep(poll_seconds)
+
+
+@contextlib.contextmanager
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Records the trial's heartbeat while it trains (Study.optimize does this for its own
+    loop; ask-and-tell has to)."""
+    from optuna.storages._heartbeat import get_heartbeat_thread  # no public equivalent
+
+    thread = get_heartbeat_thread(trial._trial_id, study._storage)
+    with thread:
+        yield
+
+
+def finished_count(study: optuna.Study) -> int:
+    return sum(map(is_finished, study.get_trials(deepcopy=False)))

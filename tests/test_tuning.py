@@ -1,0 +1,249 @@
+"""`medbench tune` on the real BreastMNIST: pruning, search, shared and resumed studies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf, open_dict
+from optuna.trial import TrialState
+
+from medbench.config import REPO_ROOT, compose_config
+from medbench.errors import ConfigError
+from medbench.tuning import SearchSpace
+from medbench.tuning.driver import tune
+
+
+@pytest.fixture
+def tune_args(results_dir: Path):
+    """Overrides of a small real study: LeNet-5 on BreastMNIST, a few epochs per trial."""
+
+    def make(*extra: str, epochs: int = 3) -> list[str]:
+        return [
+            "model=lenet5", "search=optimizer", f"trainer.max_epochs={epochs}",
+            "trainer.enable_progress_bar=false", f"paths.results_dir={results_dir}",
+            f"study.export_dir={results_dir}/tuned", *extra,
+        ]
+
+    return make
+
+
+def load(results_dir: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{results_dir}/optuna.db")
+
+
+def runs_of(results_dir: Path, kind: str):
+    client = MlflowClient(f"sqlite:///{results_dir}/mlflow.db")
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client, client.search_runs(ids, f"tags.`medbench.kind` = '{kind}'")
+
+
+def worker(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "medbench", "tune", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=REPO_ROOT)
+
+
+def test_search_space_parsing_and_overrides():
+    space = SearchSpace({
+        "lr": {"key": "task.optimizer.lr", "type": "float", "low": 1e-4, "high": 1e-1,
+               "log": True},
+        "batch": {"key": "data.batch_size", "type": "categorical", "choices": [32, 64]},
+        "depth": {"key": "+model.kwargs.depth", "type": "int", "low": 2, "high": 6, "step": 2},
+        "model": {"type": "categorical", "choices": ["lenet5", "resnet18_28"]},
+    })
+    assert space.distributions["lr"].log
+    assert space.overrides({"lr": 1e-05, "model": "lenet5", "depth": 4, "batch": 64}) == [
+        "task.optimizer.lr=1e-05", "model=lenet5", "+model.kwargs.depth=4", "data.batch_size=64"]
+    assert space.overrides({"model": "a b"}) == ["model='a b'"]
+    with pytest.raises(ConfigError, match="grid sampler needs"):
+        space.grid()
+    grid = SearchSpace({"x": {"type": "int", "low": 2, "high": 6, "step": 2},
+                        "y": {"type": "categorical", "choices": ["a", "b"]}})
+    assert grid.grid() == {"x": [2, 4, 6], "y": ["a", "b"]} and grid.grid_size() == 6
+    with pytest.raises(ConfigError, match=r"search.params.lr: missing 'low'"):
+        SearchSpace({"lr": {"type": "float", "high": 1}})
+    with pytest.raises(ConfigError, match=r"search.params.lr.type: expected float, int"):
+        SearchSpace({"lr": {"type": "uniform", "low": 0, "high": 1}})
+
+
+def test_wrong_search_key_fails_before_any_trial(tune_args, results_dir):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="task.optimizer.lrr"):
+        tune(tune_args("search.params.lr.key=task.optimizer.lrr", "study.name=bad"))
+    assert not (results_dir / "optuna.db").exists() or not optuna.get_all_study_names(
+        f"sqlite:///{results_dir}/optuna.db")
+
+
+def test_pruned_trials_stop_early_and_end_killed(tune_args, results_dir):
+    result = tune(tune_args("study/sampler=random", "study.n_trials=5", "study.name=prune",
+                            "study.pruner.kwargs.n_startup_trials=1",
+                            "study.pruner.kwargs.n_warmup_steps=0", epochs=4))
+    study = load(results_dir, "prune")
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert len(study.trials) == 5 and result.finished == 5
+    assert pruned, "median pruning never stopped a trial"
+    for trial in pruned:  # stopped at once: fewer epochs than the budget, reported each epoch
+        assert trial.user_attrs["epochs"] < 4
+        assert len(trial.intermediate_values) == trial.user_attrs["epochs"]
+    client, trials = runs_of(results_dir, "trial")
+    by_number = {int(r.data.tags["optuna.trial"]): r for r in trials}
+    assert sorted(by_number) == [0, 1, 2, 3, 4]
+    for trial in study.trials:
+        run = by_number[trial.number]
+        assert run.data.tags["optuna.state"] == trial.state.name
+        assert run.info.status == ("KILLED" if trial.state == TrialState.PRUNED else "FINISHED")
+        assert float(run.data.params["task.optimizer.lr"]) == pytest.approx(trial.params["lr"])
+
+
+def test_tpe_improves_on_its_first_trial_and_exports_a_runnable_best(tune_args, results_dir):
+    name = f"pytest-{os.getpid()}"
+    exported = REPO_ROOT / "experiments" / "tuned" / f"{name}.yaml"
+    try:
+        result = tune(tune_args("study.n_trials=8", f"study.name={name}", "study/pruner=none",
+                                "study.sampler.kwargs.n_startup_trials=3",
+                                f"study.export_dir={exported.parent}", epochs=3))
+        study = load(results_dir, name)
+        first = study.trials[0].value
+        assert study.best_value > first, [t.value for t in study.trials]
+        client, [parent] = runs_of(results_dir, "study")
+        assert parent.info.status == "FINISHED" and parent.data.tags["best_trial"] == str(
+            study.best_trial.number)
+        plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+        assert plots == {f"plots/{p}.png" for p in ("optimization_history",
+                                                   "param_importances", "parallel_coordinate")}
+        _, trials = runs_of(results_dir, "trial")
+        assert len(trials) == 8
+        assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}
+        assert result.exported == exported
+
+        # the export is an experiment that composes to the best trial's config...
+        train_args = [a for a in tune_args(epochs=3) if not a.startswith(("search", "study"))]
+        best = compose_config(train_args + study.best_trial.user_attrs["overrides"])
+        again = compose_config([f"experiment=tuned/{name}"])
+        picked = []
+        for cfg in (again, best):
+            with open_dict(cfg):
+                picked.append(cfg.choices.pop("experiment"))
+        assert picked == [f"tuned/{name}", None]
+        assert OmegaConf.to_container(again) == OmegaConf.to_container(best)
+        # ...and trains as is
+        from medbench.train import train
+
+        metrics = train(again)
+        assert 0.0 <= metrics["test/auc"] <= 1.0
+    finally:
+        exported.unlink(missing_ok=True)
+
+
+def test_failing_trial_is_recorded_and_the_study_goes_on(tune_args, results_dir):
+    # densenet121 needs 29 px: at 28 px the trial raises; the grid covers both models once
+    tune(tune_args("study/sampler=grid", "study.name=fails", "study/pruner=none",
+                   "+search.params.model={type:categorical,choices:[densenet121,lenet5]}",
+                   "search.params.batch_size.choices=[128]", "~search.params.lr",
+                   "~search.params.weight_decay", epochs=1))
+    study = load(results_dir, "fails")
+    states = {t.params["model"]: t for t in study.trials}
+    assert states["densenet121"].state == TrialState.FAIL
+    assert "needs inputs of at least 29 px" in states["densenet121"].user_attrs["error"]
+    assert states["lenet5"].state == TrialState.COMPLETE and len(study.trials) == 2
+    _, runs = runs_of(results_dir, "trial")
+    assert {r.data.tags["optuna.state"] for r in runs} == {"FAIL", "COMPLETE"}
+
+
+def test_two_workers_share_one_study_exactly(tune_args, results_dir):
+    args = tune_args("study.n_trials=5", "study.name=shared", "study/pruner=none", epochs=2)
+    workers = [worker(args) for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    study = load(results_dir, "shared")
+    assert len(study.trials) == 5
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert sorted(t.number for t in study.trials) == list(range(5))
+    ran = [[line for line in out.splitlines() if line.startswith("trial ")] for out in outputs]
+    assert sum(map(len, ran)) == 5 and all(ran), ran  # both workers trained, none twice
+    _, parents = runs_of(results_dir, "study")
+    _, trials = runs_of(results_dir, "trial")
+    assert len(parents) == 1
+    assert sorted(int(r.data.tags["optuna.trial"]) for r in trials) == list(range(5))
+
+
+def test_killed_worker_study_resumes(tune_args, results_dir):
+    args = tune_args("study.n_trials=3", "study.name=resume", "study/pruner=none",
+                     "study.heartbeat_interval=1", "study.grace_period=4", epochs=8)
+    first = worker(args)
+    storage = f"sqlite:///{results_dir}/optuna.db"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # kill -9 once trial 1 is half-way through training
+        time.sleep(0.5)
+        if first.poll() is not None:
+            pytest.fail(first.stdout.read())
+        try:
+            trials = optuna.load_study(study_name="resume", storage=storage).trials
+        except Exception:  # the worker has not created the storage or the study yet
+            continue
+        if len(trials) > 1 and len(trials[1].intermediate_values) >= 2:
+            break
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    killed = optuna.load_study(study_name="resume", storage=storage).trials[1]
+    assert killed.state == TrialState.RUNNING  # left behind by the dead worker
+
+    second = worker(args)
+    out = second.communicate(timeout=600)[0]
+    assert second.returncode == 0, out
+    study = optuna.load_study(study_name="resume", storage=storage)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 3
+    assert study.trials[1].state == TrialState.FAIL  # failed by the heartbeat, then re-run
+    [retried] = [t for t in complete if t.system_attrs.get("failed_trial") == 1]
+    assert retried.params == killed.params
+
+
+def test_ddp_trials_train_each_rank_on_the_trial_parameters(tune_args, results_dir):
+    args = tune_args("study.n_trials=2", "study.name=ddp", "study/pruner=none",
+                     "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", epochs=2)
+    proc = worker(args)
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out[-3000:]
+    study = load(results_dir, "ddp")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2, out[-3000:]
+    _, trials = runs_of(results_dir, "trial")
+    assert len(trials) == 2  # one MLflow run per trial, not one per rank
+    for run in trials:
+        assert run.info.status == "FINISHED" and "test/auc" in run.data.metrics
+        assert run.data.params["trainer.devices"] == "2"
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("study.sampler.name=gpp", "unknown sampler 'gpp'; did you mean 'gp'"),
+    ("study.pruner.name=medain", "unknown pruner 'medain'; did you mean 'median'"),
+    ("+study.sampler.kwargs.n_startup=3", "study.sampler.kwargs (tpe):"),
+    ("study.direction=up", "study.direction: expected maximize, minimize or auto, got 'up'"),
+    ("study.storage=nosuchdb://x", "study.storage: cannot open 'nosuchdb://x'"),
+    ("search.params.lr.type=uniform", "search.params.lr.type: expected float, int or"),
+])
+def test_bad_study_settings_fail_with_one_line(tune_args, results_dir, override, message):
+    with pytest.raises(ConfigError) as err:
+        tune(tune_args(override))
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert not (results_dir / "mlflow.db").exists()  # nothing was started
+
+
+def test_a_worker_gives_up_after_consecutive_failures(tune_args, results_dir):
+    from medbench.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="2 trials in a row failed, the last with ConfigError"):
+        tune(tune_args("model=densenet121", "study.max_consecutive_failures=2",
+                       "study.name=broken", "study/pruner=none"))
+    assert [t.state for t in load(results_dir, "broken").trials] == [TrialState.FAIL] * 2
+    _, [parent] = runs_of(results_dir, "study")
+    assert parent.info.status == "FAILED"
