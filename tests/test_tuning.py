@@ -247,3 +247,17 @@ def test_a_worker_gives_up_after_consecutive_failures(tune_args, results_dir):
     assert [t.state for t in load(results_dir, "broken").trials] == [TrialState.FAIL] * 2
     _, [parent] = runs_of(results_dir, "study")
     assert parent.info.status == "FAILED"
+
+
+@pytest.mark.parametrize("choice", ["study/sampler=gp", "study/sampler=cmaes",
+                                    "study/pruner=successive_halving", "study/pruner=hyperband"])
+def test_every_sampler_and_pruner_runs_a_real_study(tune_args, results_dir, choice):
+    group, option = choice.split("=")
+    tune(tune_args(choice, "study.n_trials=3", f"study.name={option}",
+                   "study.sampler.kwargs.n_startup_trials=2", epochs=3))
+    study = load(results_dir, option)
+    assert len(study.trials) == 3 and all(t.state.is_finished() for t in study.trials)
+    assert any(t.state == TrialState.COMPLETE for t in study.trials)
+    _, [parent] = runs_of(results_dir, "study")
+    used = parent.data.tags[group.replace("study/", "optuna.")].lower()  # GPSampler...
+    assert option.replace("_", "") in used

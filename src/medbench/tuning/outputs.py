@@ -35,6 +35,8 @@ class StudyRun:
                 run = self.client.create_run(
                     self.tracker.experiment_id(), run_name=f"study-{study.study_name}",
                     tags={"medbench.kind": "study", "optuna.study": study.study_name,
+                          "optuna.sampler": type(study.sampler).__name__.lstrip("_"),
+                          "optuna.pruner": type(study.pruner).__name__,
                           "git_commit": git_commit(Path(cfg.paths.root_dir))})
                 run_id = run.info.run_id
                 self.tracker.run_id = run_id
