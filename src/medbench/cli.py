@@ -12,6 +12,8 @@ COMMANDS = {
     "train": "train one model: medbench train [hydra overrides], e.g. experiment=<name> seed=1",
     "tune": "search hyperparameters with Optuna: medbench tune experiment=<name> search=<space>"
             " [study/sampler=gp study.n_trials=30 ...]",
+    "runs": "tracked runs: medbench runs cleanup [overrides] marks runs whose process died "
+            "KILLED",
     "models": "list the registered models",
     "datasets": "list the data sources and MedMNIST 2D datasets",
 }
@@ -74,6 +76,31 @@ def _trial(args: list[str]) -> int:
     return 0
 
 
+def _runs(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="medbench runs")
+    parser.add_argument("action", choices=["cleanup"])
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides naming the store, e.g. "
+                        "tracking.uri=sqlite:///results/mlflow.db")
+    options = parser.parse_args(args)
+
+    from mlflow.tracking import MlflowClient
+
+    from medbench.config import compose_config
+    from medbench.tracking.liveness import mark_killed, orphaned_runs
+
+    def run() -> int:
+        client = MlflowClient(compose_config(options.overrides).tracking.uri)
+        orphans = orphaned_runs(client)
+        for orphan in orphans:
+            mark_killed(client, orphan)
+            print(f"{orphan.info.run_id} ({orphan.info.run_name}): RUNNING -> KILLED, its "
+                  f"process died")
+        print(f"{len(orphans)} run(s) marked KILLED (runs of other hosts are left as they are)")
+        return 0
+
+    return _composed(run)
+
+
 def _models(args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="medbench models")
     parser.add_argument("--size", type=int, default=28,
@@ -125,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=", ".join(COMMANDS))
     parser.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides")
     args = parser.parse_args(argv)
-    handler = {"train": _train, "tune": _tune, "trial": _trial, "models": _models,
-               "datasets": _datasets}[args.command]
+    handler = {"train": _train, "tune": _tune, "trial": _trial, "runs": _runs,
+               "models": _models, "datasets": _datasets}[args.command]
     try:
         return handler(args.overrides)
     except MedbenchError as err:

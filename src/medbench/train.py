@@ -18,6 +18,7 @@ from medbench.tasks import TASKS, TestOutcome
 from medbench.tasks.fit import monitor_mode
 from medbench.tracking import Tracker, flatten, git_commit, is_rank_zero
 from medbench.tracking.artifacts import plot_confusion_matrix, plot_roc, write_predictions
+from medbench.tracking.liveness import resumable_run
 
 
 def build_datamodule(cfg: DictConfig) -> ClassificationDataModule:
@@ -90,11 +91,17 @@ def train_run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = (),
                       active=is_rank_zero())
     resolved = OmegaConf.to_container(cfg, resolve=True)
     run_name = run_name or f"{cfg.model.name}-{dataset_name(cfg)}-s{cfg.seed}"
-    with tracker.run(flatten(resolved), {**run_tags(cfg), **(tags or {})}, run_name):
-        run_dir = Path(cfg.paths.runs_dir) / (tracker.run_id or f"rank-{os.getpid()}")
+    runs_dir = Path(cfg.paths.runs_dir)
+    resume = None
+    if cfg.get("resume") and tracker.active:
+        resume = resumable_run(tracker.client, tracker.experiment_id(), str(cfg.resume),
+                               runs_dir, resolved)
+    with tracker.run(flatten(resolved), {**run_tags(cfg), **(tags or {})}, run_name, resume):
+        run_dir = runs_dir / (tracker.run_id or f"rank-{os.getpid()}")
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
-        tracker.log_artifact(run_dir / "config.yaml")
+        if not resume:
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+            tracker.log_artifact(run_dir / "config.yaml")
         datamodule = build_datamodule(cfg)
         datamodule.setup()
         tracker.set_tags({f"data.{k}": v for k, v in datamodule.summary().items()})

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from medbench.data.samplers import EpochSampler
 from medbench.data.transforms import build_pipeline
 from medbench.errors import ConfigError, DataError
 
@@ -202,15 +203,21 @@ class ClassificationDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self._dataset("train", augmented=True)
-        generator = torch.Generator().manual_seed(self.seed)
         options = self._loader_options(self.batch_size)
+        weights = None
         if self.sampler == "weighted":
             if self.info.task == "multilabel":
                 raise ConfigError("data.sampler=weighted is not defined for multi-label data")
-            per_sample = self.class_weights()[torch.as_tensor(dataset.labels)]
-            sampler = WeightedRandomSampler(per_sample.double(), len(dataset), generator=generator)
+            weights = self.class_weights()[torch.as_tensor(dataset.labels)].double()
+        if self.trainer is not None and self.trainer.world_size > 1:
+            # DDP: Lightning shards this sampler across ranks (DistributedSampler: seed + epoch)
+            generator = torch.Generator().manual_seed(self.seed)
+            if weights is None:
+                return DataLoader(dataset, shuffle=True, generator=generator, **options)
+            sampler = WeightedRandomSampler(weights, len(dataset), generator=generator)
             return DataLoader(dataset, sampler=sampler, **options)
-        return DataLoader(dataset, shuffle=True, generator=generator, **options)
+        return DataLoader(dataset, sampler=EpochSampler(len(dataset), self.seed, weights),
+                          **options)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader("val")

@@ -17,6 +17,7 @@ from medbench.errors import ConfigError
 from medbench.metrics.classification import HIGHER_IS_BETTER
 from medbench.tasks.classification import ClassificationTask
 from medbench.tasks.registry import TestOutcome, register_task
+from medbench.tasks.rng import RngState
 from medbench.tracking import Tracker
 
 
@@ -72,11 +73,14 @@ def fit_classification(cfg: DictConfig, datamodule: ClassificationDataModule,
     """
     task = build_task(cfg, net, datamodule)
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=[*build_callbacks(cfg, run_dir), *callbacks],
+        cfg.trainer, callbacks=[*build_callbacks(cfg, run_dir), RngState(), *callbacks],
         logger=tracker.lightning_logger(), default_root_dir=str(run_dir))
     best = None
     if cfg.trainer.max_epochs > 0:
-        trainer.fit(task, datamodule=datamodule)
+        # resume=<run>: continue from the run's last checkpoint (model, optimiser, schedule,
+        # loops, callbacks, RNG states)
+        last = run_dir / "checkpoints" / "last.ckpt" if cfg.get("resume") else None
+        trainer.fit(task, datamodule=datamodule, ckpt_path=last, weights_only=True)
         best = trainer.checkpoint_callback.best_model_path
     metrics = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
     return TestOutcome({k: float(v) for k, v in metrics.items()}, task.test_predictions,

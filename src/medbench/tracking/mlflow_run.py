@@ -16,6 +16,7 @@ from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from medbench.errors import ConfigError, RunStopped
+from medbench.tracking.liveness import process_tags
 
 MAX_PARAM_LENGTH = 6000
 
@@ -77,14 +78,15 @@ class Tracker:
         self.active = active  # False on DDP ranks other than 0: they read, never write
         if "://" not in uri:
             raise ConfigError(f"tracking.uri: '{uri}' is not a URI (sqlite:///..., http://...)")
-        self.client = MlflowClient(tracking_uri=uri)
         if uri.startswith("sqlite:///"):
-            # processes that open a new SQLite store at once would race through MLflow's schema
-            # migrations ("duplicate column"): the first creates it under a lock
+            # processes that open a new SQLite store at once race through MLflow's schema
+            # migrations (run when the client is built): the first creates it under a lock
             path = Path(uri.removeprefix("sqlite:///"))
             path.parent.mkdir(parents=True, exist_ok=True)
             with FileLock(f"{path}.lock"):
-                self.client.search_experiments(max_results=1)
+                self.client = MlflowClient(tracking_uri=uri)
+        else:
+            self.client = MlflowClient(tracking_uri=uri)
         self.experiment_name = experiment_name
         self.artifact_root = artifact_root
         self.run_id: str | None = None
@@ -100,14 +102,20 @@ class Tracker:
 
     @contextmanager
     def run(self, params: Mapping[str, str], tags: Mapping[str, str],
-            run_name: str | None = None) -> Iterator[Tracker]:
+            run_name: str | None = None, resume: str | None = None) -> Iterator[Tracker]:
+        """A new run, or with ``resume`` the run of that id reopened (its params stay)."""
         if not self.active:
             yield self
             return
-        run = self.client.create_run(self.experiment_id(), run_name=run_name,
-                                     tags=dict(tags))
-        self.run_id = run.info.run_id
-        self.log_params(params)
+        if resume:
+            self.run_id = resume
+            self.client.update_run(resume, status="RUNNING")
+            self.set_tags({**process_tags(), "resumed": "true"})
+        else:
+            run = self.client.create_run(self.experiment_id(), run_name=run_name,
+                                         tags={**tags, **process_tags()})
+            self.run_id = run.info.run_id
+            self.log_params(params)
         try:
             yield self
         except BaseException as err:

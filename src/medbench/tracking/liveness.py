@@ -1,0 +1,96 @@
+"""Which runs are left RUNNING by a dead process: resume them, or mark them KILLED."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from medbench.errors import ConfigError
+
+HOST_TAG, PID_TAG = "medbench.host", "medbench.pid"
+
+
+def process_tags() -> dict[str, str]:
+    """Tags naming the process that owns a run."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def process_alive(tags: Mapping[str, str]) -> bool | None:
+    """Whether the run's process still lives; None when it ran on another host (or is
+    untagged), where this machine cannot tell."""
+    if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG):
+        return None
+    try:
+        os.kill(int(tags[PID_TAG]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def orphaned_runs(client: MlflowClient) -> list[Run]:
+    """RUNNING runs whose process, on this host, is gone."""
+    ids = [e.experiment_id for e in client.search_experiments()]
+    running = client.search_runs(ids, "attributes.status = 'RUNNING'", max_results=50000)
+    return [r for r in running if process_alive(r.data.tags) is False]
+
+
+def mark_killed(client: MlflowClient, run: Run) -> None:
+    tags = run.data.tags
+    client.set_tag(run.info.run_id, "error",
+                   f"process {tags.get(PID_TAG)} on {tags.get(HOST_TAG)} died")
+    client.set_terminated(run.info.run_id, "KILLED")
+
+
+def resumable_run(client: MlflowClient, experiment_id: str, spec: str, runs_dir: Path,
+                  resolved: Mapping[str, Any]) -> str:
+    """The run id that ``resume=<run id|last>`` continues, checked: unfinished, owner process
+    dead, a ``last.ckpt`` on disk, and trained with the same config as this command's."""
+    if spec == "last":
+        runs = client.search_runs([experiment_id], "attributes.status != 'FINISHED'",
+                                  order_by=["attributes.start_time DESC"], max_results=100)
+        runs = [r for r in runs if _last_checkpoint(runs_dir, r.info.run_id).is_file()]
+        if not runs:
+            raise ConfigError(f"resume=last: no unfinished run with a checkpoint under {runs_dir}")
+        run = runs[0]
+    else:
+        try:
+            run = client.get_run(spec)
+        except Exception:
+            raise ConfigError(f"resume: run '{spec}' not found in the tracking store") from None
+    run_id = run.info.run_id
+    if run.info.status == "FINISHED":
+        raise ConfigError(f"resume: run {run_id} already FINISHED")
+    if run.info.status == "RUNNING" and process_alive(run.data.tags) is not False:
+        raise ConfigError(f"resume: run {run_id} may still be running (pid "
+                          f"{run.data.tags.get(PID_TAG)} on {run.data.tags.get(HOST_TAG)})")
+    if not _last_checkpoint(runs_dir, run_id).is_file():
+        raise ConfigError(f"resume: run {run_id} has no {_last_checkpoint(runs_dir, run_id)}")
+    _check_same_config(runs_dir / run_id / "config.yaml", resolved)
+    return run_id
+
+
+def _last_checkpoint(runs_dir: Path, run_id: str) -> Path:
+    return runs_dir / run_id / "checkpoints" / "last.ckpt"
+
+
+def _check_same_config(saved: Path, resolved: Mapping[str, Any]) -> None:
+    from medbench.tracking.mlflow_run import flatten
+
+    before = flatten(yaml.safe_load(saved.read_text()))
+    now = flatten(resolved)
+    changed = sorted(k for k in before.keys() | now.keys()
+                     if k != "resume" and before.get(k) != now.get(k))
+    if changed:
+        key = changed[0]
+        raise ConfigError(f"resume: the run was trained with {key}={before.get(key)}, this "
+                          f"command has {key}={now.get(key)} ({len(changed)} key(s) differ): "
+                          "resume with the run's own overrides")
