@@ -1,0 +1,186 @@
+"""Framework overhead: `medbench train` against a plain PyTorch loop, side by side in one run.
+
+    python benchmark/overhead.py --reps 3     # -> results/perf/overhead.md
+
+For ResNet-18 (28) on the real BreastMNIST at 28 px and resized to 64 px, batch 128, the
+machine's default threads, the same training steps are timed
+(a) inside `medbench train` (``train_run``: Lightning loop, datamodule, torchmetrics,
+    checkpointing, MLflow), as the sum of its training epochs (a timing callback), and
+(b) by a plain loop on pre-loaded tensors (forward, loss, backward, Adam step): the floor.
+Repetitions alternate (a) and (b); the report gives median and spread, the ratio (a)/(b), the
+whole `train_run` wall time (with validation, test, artifacts), the datamodule's own images/s
+with augmentation on (`augment=basic`), and the time spent in MLflow calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from torch.nn import functional as F
+
+from medbench.config import REPO_ROOT, compose_config
+from medbench.models import create_model
+from medbench.tracking import Tracker
+from medbench.tracking.mlflow_run import RunLogger
+from medbench.train import build_datamodule, train_run
+
+OUTPUT = REPO_ROOT / "results" / "perf" / "overhead.md"
+MLFLOW_SECONDS: dict[str, float] = defaultdict(float)
+
+
+def _timed(owner: type, name: str) -> None:
+    """Counts the seconds spent in ``owner.name`` (MLflow calls) into MLFLOW_SECONDS."""
+    original = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            MLFLOW_SECONDS[f"{owner.__name__}.{name}"] += time.perf_counter() - start
+
+    setattr(owner, name, wrapper)
+
+
+for _owner, _names in ((RunLogger, ("log_metrics",)),
+                       (Tracker, ("log_params", "log_artifact", "set_tags", "log_metrics"))):
+    for _name in _names:
+        _timed(_owner, _name)
+
+
+class EpochTimer(pl.Callback):
+    """Wall time of each training epoch (data loading, steps, per-step hooks and logging)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.images = 0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.images += len(batch[1])
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def overrides(size: int, epochs: int, results: Path) -> list[str]:
+    return ["experiment=breastmnist_resnet18", f"trainer.max_epochs={epochs}",
+            "trainer.enable_progress_bar=false", f"paths.results_dir={results}",
+            "name=overhead", *([f"data.resize={size}"] if size != 28 else [])]
+
+
+def run_medbench(size: int, epochs: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_config(overrides(size, epochs, Path(tmp)))
+        timer = EpochTimer()
+        MLFLOW_SECONDS.clear()
+        start = time.perf_counter()
+        train_run(cfg, callbacks=[timer])
+        total = time.perf_counter() - start
+    per_epoch = MLFLOW_SECONDS["RunLogger.log_metrics"]
+    return {"train_s": sum(timer.seconds), "images": timer.images, "total_s": total,
+            "mlflow_epoch_s": per_epoch / epochs,
+            "mlflow_once_s": sum(MLFLOW_SECONDS.values()) - per_epoch}
+
+
+def run_plain(size: int, epochs: int) -> dict[str, float]:
+    """The floor: the same steps on tensors already in memory, no framework."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_config(overrides(size, epochs, Path(tmp)))
+    datamodule = build_datamodule(cfg)
+    datamodule.setup()
+    images, labels = zip(*[(x, y) for x, y, _ in datamodule.train_dataloader()], strict=True)
+    pl.seed_everything(cfg.seed, verbose=False)
+    net = create_model("resnet18_28", 1, 2).to(memory_format=torch.channels_last)
+    net.train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    count = 0
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for x, y in zip(images, labels, strict=True):
+            loss = F.cross_entropy(net(x.contiguous(memory_format=torch.channels_last)), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            count += len(y)
+    return {"train_s": time.perf_counter() - start, "images": count}
+
+
+def loader_throughput(size: int) -> float:
+    """Images/s of the datamodule alone (augment=basic, default workers), one full epoch."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_config([*overrides(size, 1, Path(tmp)), "augment=basic"])
+    datamodule = build_datamodule(cfg)
+    datamodule.setup()
+    count, start = 0, time.perf_counter()
+    for _ in range(3):
+        for _x, y, _i in datamodule.train_dataloader():
+            count += len(y)
+    return count / (time.perf_counter() - start)
+
+
+def _stats(values: list[float], digits: int = 2) -> str:
+    spread = (f" (min {min(values):.{digits}f}, max {max(values):.{digits}f})"
+              if len(values) > 1 else "")
+    return f"{statistics.median(values):.{digits}f}{spread}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[28, 64])
+    parser.add_argument("--epochs", type=int, nargs="+", default=[3, 1],
+                        help="training epochs per size (BreastMNIST: 5 steps of 128 each)")
+    args = parser.parse_args()
+    lines = [
+        "# Framework overhead: `medbench train` vs a plain PyTorch loop", "",
+        f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, CPU only, "
+        f"torch {torch.__version__}, Lightning {pl.__version__}. Model ResNet-18 (28) on the "
+        "real BreastMNIST (546 training images, batch 128: 5 steps per epoch), Adam.",
+        f"Command: `python benchmark/overhead.py --reps {args.reps} --sizes "
+        f"{' '.join(map(str, args.sizes))} --epochs {' '.join(map(str, args.epochs))}`; "
+        "repetitions alternate (a) and (b).", "",
+        "| input | epochs | (a) medbench train: training s | (b) plain loop s | ratio (a)/(b) "
+        "| (a) img/s | (b) img/s | datamodule alone img/s (augment=basic) | whole `train_run` s "
+        "(val, test, artifacts) | MLflow per epoch s (% of an epoch) | MLflow once per run s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for size, epochs in zip(args.sizes, args.epochs, strict=True):
+        ours, floor = [], []
+        for _ in range(args.reps):
+            ours.append(run_medbench(size, epochs))
+            floor.append(run_plain(size, epochs))
+        a = [r["train_s"] for r in ours]
+        b = [r["train_s"] for r in floor]
+        ratio = [x / y for x, y in zip(a, b, strict=True)]
+        loader = loader_throughput(size)
+        per_epoch = [r["mlflow_epoch_s"] for r in ours]
+        share = 100 * statistics.median(per_epoch) / (statistics.median(a) / epochs)
+        lines.append(
+            f"| {size} px | {epochs} | {_stats(a)} | {_stats(b)} | {_stats(ratio)} | "
+            f"{ours[0]['images'] / statistics.median(a):.1f} | "
+            f"{floor[0]['images'] / statistics.median(b):.1f} | {loader:.0f} | "
+            f"{_stats([r['total_s'] for r in ours])} | {_stats(per_epoch, 3)} ({share:.2f}%) | "
+            f"{_stats([r['mlflow_once_s'] for r in ours])} |")
+        print(lines[-1], flush=True)
+    lines += ["", "MLflow per epoch: RunLogger.log_metrics (Lightning's metrics; the training "
+              "loss is logged per epoch, not per step, so no call is made per step). Once per "
+              "run: the tracker's params, tags and artifact uploads (config, plots, predictions, "
+              "checkpoint)."]
+    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    OUTPUT.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
