@@ -14,6 +14,7 @@ that trial), epochs consumed over all trials, and wall time.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -76,7 +77,7 @@ def report(n_trials: int, epochs: int) -> str:
         f"1e-5..1e-1 log; weight decay 1e-6..1e-2 log; batch 32/64/128); {n_trials} trials per "
         f"study, up to {epochs} epochs per trial; objective: best val AUC of the trial; the test "
         f"AUC is that of the best trial's own selected checkpoint.",
-        f"Machine: {platform.machine()}, 2 CPU cores, torch {torch.__version__} "
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), CPU only; other jobs shared the cores, so wall "
         "times compare strategies only roughly.",
         f"Command: `python benchmark/tuning_samplers.py run --seeds 0 1 --n-trials {n_trials} "
