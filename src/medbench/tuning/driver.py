@@ -56,7 +56,7 @@ def tune(overrides: list[str]) -> TuneResult:
     if settings["sampler"]["name"] == "grid":
         n_trials = min(n_trials, space.grid_size())
     study = open_study(settings, space, name, direction)
-    lock = budget_lock(settings["storage"])
+    lock = budget_lock(settings["storage"], name)
     parent = StudyRun(cfg, study, lock, {"study": _public(settings),
                                          "search": dict(cfg.search.params),
                                          "overrides": " ".join(train_overrides)})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import time
 import warnings
 from collections.abc import Iterator
@@ -37,7 +39,7 @@ def open_study(settings: dict[str, Any], space: SearchSpace, name: str,
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     sampler = build_sampler(settings["sampler"], space, settings.get("seed"))
     # under the lock: workers starting together would race to create the schema and the study
-    with budget_lock(url), warnings.catch_warnings():
+    with budget_lock(url, name), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the retry callback is "experimental"
         try:
             storage = RDBStorage(
@@ -54,13 +56,45 @@ def open_study(settings: dict[str, Any], space: SearchSpace, name: str,
                                    load_if_exists=True)
 
 
-def budget_lock(url: str) -> contextlib.AbstractContextManager:
-    """Serialises "count the trials, then ask for one" among the workers of a SQLite study, so
-    that together they start exactly ``n_trials``. Server databases get no lock: two workers
-    asking at the same instant for the last trial may start one extra."""
+def budget_lock(url: str, name: str) -> contextlib.AbstractContextManager:
+    """Serialises "count the trials, then ask for one" among the workers of study ``name``, so
+    that together they start exactly ``n_trials``: a file lock beside a SQLite file, an
+    advisory lock on PostgreSQL. Other server databases get no lock: two workers asking at the
+    same instant for the last trial may start one extra."""
     if url.startswith("sqlite:///"):
         return FileLock(url.removeprefix("sqlite:///") + ".lock")
+    if url.startswith("postgresql"):
+        return _AdvisoryLock(url, name)
     return contextlib.nullcontext()
+
+
+class _AdvisoryLock:
+    """A PostgreSQL session advisory lock keyed by the study name; reusable, like FileLock."""
+
+    def __init__(self, url: str, name: str) -> None:
+        digest = hashlib.sha256(f"medbench:{name}".encode()).digest()
+        self.url, self.key = url, int.from_bytes(digest[:8], "big", signed=True)
+
+    def __enter__(self) -> None:
+        from sqlalchemy import text
+
+        self.connection = _lock_engine(self.url).connect()
+        self.connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": self.key})
+
+    def __exit__(self, *exc: object) -> None:
+        from sqlalchemy import text
+
+        try:
+            self.connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self.key})
+        finally:
+            self.connection.close()
+
+
+@functools.cache
+def _lock_engine(url: str):  # noqa: ANN202  (one small pool per storage URL)
+    import sqlalchemy
+
+    return sqlalchemy.create_engine(url, pool_size=1)
 
 
 def claim_trial(study: optuna.Study, n_trials: int, lock: contextlib.AbstractContextManager,
