@@ -2,6 +2,7 @@
 
     python benchmark/tuning_samplers.py run --seeds 0 1
     python benchmark/tuning_samplers.py report
+    python benchmark/tuning_samplers.py study <name> --title ... --command ... --output <md>
 
 `run` starts one `medbench tune` study per strategy and seed (TPE + median pruning, GP
 without pruning, random search without pruning), same space (`search=small_cnn`), same trial
@@ -18,9 +19,11 @@ import os
 import platform
 import statistics
 import sys
+from pathlib import Path
 
 import optuna
 import torch
+from mlflow.tracking import MlflowClient
 
 from medbench.config import REPO_ROOT
 from medbench.tuning.driver import tune
@@ -105,9 +108,48 @@ def report(n_trials: int, epochs: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def study_table(name: str, title: str, command: str) -> str:
+    """Every trial of one study (any study of the default storage) as a Markdown table."""
+    study = optuna.load_study(study_name=name, storage=STORAGE)
+    # the sampler and pruner the study ran with are tags of its MLflow parent run
+    parent = MlflowClient(f"sqlite:///{REPO_ROOT / 'results' / 'mlflow.db'}").get_run(
+        study.user_attrs["mlflow_parent_run_id"]).data.tags
+    params = sorted({k for t in study.trials for k in t.params})
+    lines = [f"# {title}", "",
+             f"Optuna study `{name}` ({parent['optuna.sampler']}, {parent['optuna.pruner']}); "
+             "objective: best val AUC of each trial; test "
+             "metrics of each trial's own selected checkpoint.",
+             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch "
+             f"{torch.__version__}, CPU only.", f"Command: `{command}`.", "",
+             "| trial | state | val AUC | test AUC | test ACC | test sensitivity | "
+             "test specificity | epochs | minutes | " + " | ".join(params) + " |",
+             "|" + "---|" * (9 + len(params))]
+    for t in study.trials:
+        attrs = t.user_attrs
+        minutes = ((t.datetime_complete - t.datetime_start).total_seconds() / 60
+                   if t.datetime_complete and t.datetime_start else float("nan"))
+        cells = [str(t.number), t.state.name, "" if t.value is None else f"{t.value:.3f}",
+                 *[f"{attrs[k]:.3f}" if k in attrs else "" for k in
+                   ("test/auc", "test/acc", "test/sensitivity", "test/specificity")],
+                 str(attrs.get("epochs", "")), f"{minutes:.1f}",
+                 *[f"{t.params[k]:.3g}" if isinstance(t.params.get(k), float)
+                   else str(t.params.get(k, "")) for k in params]]
+        lines.append("| " + " | ".join(cells) + " |")
+    best = study.best_trial
+    lines += ["", f"Best trial: {best.number} (val AUC {best.value:.3f}, test AUC "
+              f"{best.user_attrs.get('test/auc', float('nan')):.3f}); its full configuration is "
+              f"exported as `experiments/tuned/{name}.yaml`."]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="action", required=True)
+    p_study = sub.add_parser("study")
+    p_study.add_argument("name")
+    p_study.add_argument("--title", required=True)
+    p_study.add_argument("--command", required=True)
+    p_study.add_argument("--output", type=Path, required=True)
     for name in ("run", "report"):
         p = sub.add_parser(name)
         p.add_argument("--n-trials", type=int, default=20)
@@ -116,7 +158,11 @@ def main() -> None:
             p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
             p.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    if args.command == "run":
+    if args.action == "study":
+        text = study_table(args.name, args.title, args.command)
+        args.output.write_text(text)
+        sys.stdout.write(text)
+    elif args.action == "run":
         run(args.seeds, args.n_trials, args.epochs, args.overrides)
     else:
         text = report(args.n_trials, args.epochs)
