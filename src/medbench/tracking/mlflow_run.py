@@ -61,9 +61,17 @@ class RunLogger(MLFlowLogger):
     """
 
     def __init__(self, experiment_id: str, **kwargs) -> None:
-        super().__init__(**kwargs)
+        # asynchronous: each epoch's metrics are written by MLflow's logging thread, so SQLite's
+        # commits (0.39 s per epoch measured with synchronous writes, 2.2% of a ResNet-18 (28)
+        # epoch here) overlap training instead of blocking it; `flush` waits for them
+        super().__init__(synchronous=False, **kwargs)
         self._experiment_id = experiment_id
         self._initialized = True
+
+    def flush(self) -> None:
+        """Waits until the metrics logged so far are stored."""
+        # MlflowClient has no public flush; its store owns the async queue
+        self._mlflow_client._tracking_client.store.flush_async_logging()
 
     def finalize(self, status: str = "success") -> None:
         pass
@@ -90,6 +98,7 @@ class Tracker:
         self.experiment_name = experiment_name
         self.artifact_root = artifact_root
         self.run_id: str | None = None
+        self._loggers: list[RunLogger] = []
 
     def experiment_id(self) -> str:
         existing = self.client.get_experiment_by_name(self.experiment_name)
@@ -119,6 +128,7 @@ class Tracker:
         try:
             yield self
         except BaseException as err:
+            self._flush()
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
             self.client.set_tag(self.run_id, "error", f"{type(err).__name__}: {message}"[:5000])
             self.client.log_text(self.run_id, traceback.format_exc(), "error.txt")
@@ -126,11 +136,19 @@ class Tracker:
             status = "KILLED" if stopped else "FAILED"
             self.client.set_terminated(self.run_id, status)
             raise
+        self._flush()
         self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
 
+    def _flush(self) -> None:
+        for logger in self._loggers:
+            logger.flush()
+
     def lightning_logger(self) -> RunLogger:
-        return RunLogger(experiment_id=self.experiment_id(), experiment_name=self.experiment_name,
-                         tracking_uri=self.uri, run_id=self.run_id)
+        logger = RunLogger(experiment_id=self.experiment_id(),
+                           experiment_name=self.experiment_name, tracking_uri=self.uri,
+                           run_id=self.run_id)
+        self._loggers.append(logger)
+        return logger
 
     def selected_checkpoint(self, run_id: str, dst: Path) -> Path:
         """The checkpoint a finished run selected (its ``checkpoints/`` artifact)."""
