@@ -99,3 +99,13 @@ def test_four_concurrent_trainings_share_one_sqlite_store(results_dir):
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"config.yaml", "confusion_matrix.png", "roc.png", "predictions_test.csv",
                 "checkpoints"} <= artifacts
+
+
+def test_resume_refuses_a_run_whose_process_lives(make_cfg, results_dir):
+    from medbench.tracking import Tracker
+    from medbench.tracking.liveness import process_tags
+
+    tracker = Tracker(f"sqlite:///{results_dir}/mlflow.db", "medbench")
+    run = tracker.client.create_run(tracker.experiment_id(), tags=process_tags())  # this pid
+    with pytest.raises(ConfigError, match=f"resume: run {run.info.run_id} may still be running"):
+        train(make_cfg(*ARGS, f"resume={run.info.run_id}"))
