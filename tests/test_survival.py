@@ -64,6 +64,8 @@ def test_killed_training_resumes_into_the_same_run_with_the_same_metrics(make_cf
     assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
     epochs = {m.step for m in client.get_metric_history(run.info.run_id, "epoch")}
     assert len(epochs) >= 5
+    # last.ckpt is the latest epoch, refreshed whether or not val AUC improved
+    assert torch.load(last, weights_only=True)["epoch"] == 4
 
     # an uninterrupted run with the same seed, elsewhere
     other = tmp_path / "uninterrupted"
