@@ -99,8 +99,16 @@ class Tracker:
         self.artifact_root = artifact_root
         self.run_id: str | None = None
         self._loggers: list[RunLogger] = []
+        self._experiment: str | None = None
 
     def experiment_id(self) -> str:
+        """The experiment's id, created on first use and then remembered (one query per run,
+        not one per call)."""
+        if self._experiment is None:
+            self._experiment = self._find_or_create_experiment()
+        return self._experiment
+
+    def _find_or_create_experiment(self) -> str:
         existing = self.client.get_experiment_by_name(self.experiment_name)
         if existing is not None:
             return existing.experiment_id

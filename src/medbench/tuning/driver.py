@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from medbench.config import compose_config
 from medbench.errors import ConfigError, TrainingError
 from medbench.tasks.fit import monitor_mode
-from medbench.tuning.outputs import StudyRun, export_best
+from medbench.tuning.outputs import StudyRun, best_trial, export_best
 from medbench.tuning.space import SearchSpace
 from medbench.tuning.study import budget_lock, claim_trial, finished_count, heartbeat, open_study
 from medbench.tuning.trial import TrialSpec, run_trial
@@ -95,7 +95,7 @@ def tune(overrides: list[str]) -> TuneResult:
         out_dir = Path(cfg.paths.results_dir) / "studies" / name
         result.exported = export_best(study, train_overrides, Path(settings["export_dir"]))
         parent.finish(out_dir, result.exported)
-    result.best = study.best_trial if result.finished and _any_complete(study) else None
+    result.best = best_trial(study)
     return result
 
 
@@ -116,10 +116,6 @@ def _tell(study: optuna.Study, trial: optuna.Trial, outcome: dict[str, Any]) -> 
 
 def _finite(value: Any) -> bool:
     return value is not None and math.isfinite(float(value))
-
-
-def _any_complete(study: optuna.Study) -> bool:
-    return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
 
 def _check_space(train_overrides: list[str], space: SearchSpace) -> None:

@@ -73,7 +73,7 @@ class StudyRun:
         return run_id
 
     def finish(self, out_dir: Path, exported: Path | None) -> None:
-        best = _best_trial(self.study)
+        best = best_trial(self.study)
         if best is not None:
             self.client.log_metric(self.run_id, "best_value", best.value)
             self.client.set_tag(self.run_id, "best_trial", str(best.number))
@@ -86,7 +86,7 @@ class StudyRun:
         self.client.set_terminated(self.run_id, "FINISHED")
 
 
-def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     try:
         return study.best_trial
     except ValueError:  # no trial completed
@@ -122,7 +122,7 @@ def study_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
 def export_best(study: optuna.Study, overrides: list[str], export_dir: Path) -> Path | None:
     """Writes the best trial's full config as ``<export_dir>/<study>.yaml``, an experiment that
     ``medbench train experiment=tuned/<study>`` runs as is (export_dir: experiments/tuned)."""
-    best = _best_trial(study)
+    best = best_trial(study)
     if best is None:
         return None
     cfg = compose_config(overrides + list(best.user_attrs.get("overrides", [])))
