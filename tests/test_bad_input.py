@@ -127,3 +127,29 @@ def test_catalog_of_bad_inputs_names_real_tests():
         path, name = node.split("::")
         source = (REPO_ROOT / "tests" / path).read_text()
         assert f"def {name.split('[')[0]}(" in source, node
+
+
+def test_cross_validation_settings(run_cli):
+    assert "cv.folds: expected an integer >= 2 or null, got 1" in run_cli("cv.folds=1")
+
+
+def test_cross_validation_fold_out_of_range(run_cli):
+    assert "cv.fold: expected an integer in 0..2, got 3" in run_cli("cv.folds=3", "cv.fold=3")
+
+
+def test_survey_entry_not_runnable_yet_refuses_to_train(results_dir, capsys):
+    code = main(["train", "experiment=survey/pereira2015_small_kernel_glioma",
+                 f"paths.results_dir={results_dir}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert err[0].startswith("error: survey entry 'pereira2015_small_kernel_glioma' is not "
+                             "runnable yet: segmentation task")
+    assert not (results_dir / "mlflow.db").exists()  # refused before any run was opened
+
+
+def test_reproduce_unknown_selector_and_leaderboard_bad_uri(capsys):
+    assert main(["reproduce", "tabel5"]) == 1
+    assert "'tabel5' is no survey id, section, table or 'all'; did you mean table5" in (
+        capsys.readouterr().err)
+    assert main(["leaderboard", "--uri", "results/mlflow.db"]) == 1
+    assert "tracking URI 'results/mlflow.db' is not a URI" in capsys.readouterr().err

@@ -59,5 +59,11 @@ def test_every_experiment_preset_composes():
         name = path.relative_to(REPO_ROOT / "experiments").with_suffix("").as_posix()
         cfg = compose_config([f"experiment={name}"])
         if name.startswith("survey/"):
-            assert cfg.survey.id == path.stem and cfg.survey.data_here.startswith("proxy")
-            assert cfg.survey.reference and cfg.survey.section
+            survey = cfg.survey
+            assert survey.id == path.stem, name
+            assert survey.reference and survey.section, name
+            if survey.get("runnable", True):
+                assert survey.data_here.startswith(("proxy", "paper's own")), name
+            else:
+                assert survey.not_runnable, f"{name}: runnable: false needs a not_runnable reason"
+                assert survey.data_here.startswith(("proxy", "paper's own", "none")), name

@@ -134,7 +134,14 @@ def test_tpe_improves_on_its_first_trial_and_exports_a_runnable_best(tune_args, 
             with open_dict(cfg):
                 picked.append(cfg.choices.pop("experiment"))
         assert picked == [f"tuned/{name}", None]
+        # ...with the search's budget, which the leaderboard shows beside the row
+        tuned = OmegaConf.to_container(again.tuned)
+        assert tuned["study"] == name and tuned["trials"] == 8 and tuned["compute_hours"] > 0
+        with open_dict(again):
+            again.tuned = None
         assert OmegaConf.to_container(again) == OmegaConf.to_container(best)
+        with open_dict(again):
+            again.tuned = tuned
         # ...and trains as is
         from medbench.train import train
 

@@ -9,11 +9,15 @@ from collections.abc import Callable
 from medbench.errors import MedbenchError
 
 COMMANDS = {
-    "train": "train one model: medbench train [hydra overrides], e.g. experiment=<name> seed=1",
+    "train": "train one model: medbench train [hydra overrides], e.g. experiment=<name> seed=1"
+             " (seeds=[0,1,2] and cv.folds=5 train one run per seed and fold)",
     "tune": "search hyperparameters with Optuna: medbench tune experiment=<name> search=<space>"
             " [study/sampler=gp study.n_trials=30 ...]",
     "runs": "tracked runs: medbench runs cleanup [overrides] marks runs whose process died "
             "KILLED",
+    "reproduce": "train surveyed methods and refresh the leaderboards: medbench reproduce "
+                 "<id|section|table|all> [--seeds 0 1 2] [--quick]",
+    "leaderboard": "build the leaderboards from tracked runs: medbench leaderboard [--uri ...]",
     "models": "list the registered models",
     "datasets": "list the data sources and MedMNIST 2D datasets",
 }
@@ -37,12 +41,14 @@ def _composed(command: Callable[[], int]) -> int:
 
 def _train(overrides: list[str]) -> int:
     from medbench.config import compose_config
+    from medbench.repeats import train_repeats
     from medbench.report import print_summary
-    from medbench.train import train
+    from medbench.train import train_run
 
     def run() -> int:
         cfg = compose_config(overrides)
-        print_summary(cfg, train(cfg))
+        outcomes = train_repeats(cfg, train_run)
+        print_summary(outcomes[0][0], [metrics for _, _, metrics in outcomes])
         return 0
 
     return _composed(run)
@@ -101,6 +107,60 @@ def _runs(args: list[str]) -> int:
     return _composed(run)
 
 
+def _reproduce(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="medbench reproduce")
+    parser.add_argument("selectors", nargs="+", metavar="id|section|table|all")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--quick", action="store_true",
+                        help="CPU smoke budget (1 short epoch); runs tagged medbench.budget=quick")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="Hydra override for every run (repeatable)")
+    parser.add_argument("--no-leaderboard", action="store_true")
+    options = parser.parse_args(args)
+
+    from medbench.catalog import catalog, select
+    from medbench.config import compose_config
+    from medbench.reproduce import reproduce
+    from medbench.train import train_run
+
+    def run() -> int:
+        entries = catalog()
+        chosen = {e.id: e for s in options.selectors for e in select(s, entries)}
+        reproduce(list(chosen.values()), options.seeds, options.override, train_run,
+                  quick=options.quick)
+        if not options.no_leaderboard:
+            from medbench.leaderboard.build import write_leaderboards
+
+            cfg = compose_config(options.override)
+            for path in write_leaderboards(cfg.tracking.uri, cfg.paths.results_dir,
+                                           quick=options.quick):
+                print(f"wrote {path}")
+        return 0
+
+    return _composed(run)
+
+
+def _leaderboard(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="medbench leaderboard")
+    parser.add_argument("--uri", help="tracking URI (default: tracking.uri of the config, "
+                        "or MLFLOW_TRACKING_URI)")
+    parser.add_argument("--out", help="output folder (default: <results>/leaderboards)")
+    parser.add_argument("--quick", action="store_true", help="tables of --quick runs only")
+    options = parser.parse_args(args)
+
+    from medbench.config import compose_config
+    from medbench.leaderboard.build import write_leaderboards
+
+    def run() -> int:
+        cfg = compose_config([])
+        for path in write_leaderboards(options.uri or cfg.tracking.uri, cfg.paths.results_dir,
+                                       options.out, quick=options.quick):
+            print(f"wrote {path}")
+        return 0
+
+    return _composed(run)
+
+
 def _models(args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="medbench models")
     parser.add_argument("--size", type=int, default=28,
@@ -153,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides")
     args = parser.parse_args(argv)
     handler = {"train": _train, "tune": _tune, "trial": _trial, "runs": _runs,
-               "models": _models, "datasets": _datasets}[args.command]
+               "reproduce": _reproduce, "leaderboard": _leaderboard, "models": _models,
+               "datasets": _datasets}[args.command]
     try:
         return handler(args.overrides)
     except MedbenchError as err:

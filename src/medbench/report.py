@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import numpy as np
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
 
-def print_summary(cfg: DictConfig, metrics: dict[str, float]) -> None:
+def print_summary(cfg: DictConfig, runs: list[dict[str, float]]) -> None:
+    """Test metrics of one run, or mean +- std over repeated runs (seeds, folds)."""
     reference = dict(cfg.get("reference") or {})
     source = reference.pop("source", None)
+    seeds = f"seed {cfg.seed}" if len(runs) == 1 else f"{len(runs)} runs, mean ± std"
     table = Table(title=f"{cfg.model.name} on {cfg.data.get('flag', cfg.data.source)} "
-                        f"(seed {cfg.seed}): test metrics of the best-{cfg.monitor} checkpoint")
+                        f"({seeds}): test metrics of the best-{cfg.monitor} checkpoint")
     table.add_column("metric")
     table.add_column("medbench", justify="right")
     if reference:
         table.add_column(f"published: {source or 'reference'}", justify="right")
-    for key in sorted(metrics):
-        row = [key, f"{metrics[key]:.4f}"]
+    for key in sorted(runs[0]):
+        values = np.array([run[key] for run in runs])
+        ours = f"{values[0]:.4f}" if len(runs) == 1 else (
+            f"{values.mean():.4f} ± {values.std(ddof=1):.4f}")
+        row = [key, ours]
         if reference:
             row.append(f"{reference[key]:.3f}" if key in reference else "")
         table.add_row(*row)

@@ -14,6 +14,8 @@ from medbench.config import REPO_ROOT
 from medbench.data import DATAMODULES, ClassificationDataModule
 from medbench.errors import ConfigError, DataError
 from medbench.models import create_model
+from medbench.models.profile import count_macs, count_parameters
+from medbench.repeats import config_hash
 from medbench.tasks import TASKS, TestOutcome
 from medbench.tasks.fit import monitor_mode
 from medbench.tracking import Tracker, flatten, git_commit, is_rank_zero
@@ -26,8 +28,9 @@ def build_datamodule(cfg: DictConfig) -> ClassificationDataModule:
     source = options.pop("source")
     builder = DATAMODULES.get(source).builder
     augment = OmegaConf.to_container(cfg.augment, resolve=True)
+    cv = OmegaConf.to_container(cfg.cv, resolve=True) if cfg.get("cv") else None
     try:
-        return builder(**options, augment=augment, seed=cfg.seed)
+        return builder(**options, augment=augment, seed=cfg.seed, cv=cv)
     except TypeError as err:
         raise ConfigError(f"data ({source}): {err}") from None
 
@@ -55,16 +58,34 @@ def build_model(cfg: DictConfig, datamodule: ClassificationDataModule,
     )
 
 
+def model_cost(net: torch.nn.Module, datamodule: ClassificationDataModule) -> dict[str, float]:
+    """Parameters and MACs of one forward pass on one image of the data."""
+    cost = {"model/params": float(count_parameters(net))}
+    try:
+        cost["model/macs"] = float(count_macs(net, datamodule.model_in_chans,
+                                              datamodule.image_size))
+    except RuntimeError:  # a model torch's FLOP counter cannot trace: MACs stay unreported
+        pass
+    return cost
+
+
 def dataset_name(cfg: DictConfig) -> str:
     return str(cfg.data.get("flag") or cfg.data.get("name") or cfg.data.source)
 
 
-def run_tags(cfg: DictConfig) -> dict[str, str]:
+def run_tags(cfg: DictConfig, resolved: dict) -> dict[str, str]:
+    """What the leaderboard groups and labels runs by (it reads tags and metrics only)."""
     tags = {"task": cfg.task.name, "dataset": dataset_name(cfg), "model": cfg.model.name,
-            "seed": str(cfg.seed), "git_commit": git_commit(REPO_ROOT)}
-    tags.update({f"choice.{k}": str(v) for k, v in (cfg.get("choices") or {}).items()})
+            "seed": str(cfg.seed), "git_commit": git_commit(REPO_ROOT),
+            "medbench.kind": "run", "medbench.config_hash": config_hash(resolved)}
+    if (cfg.get("cv") or {}).get("folds"):
+        tags.update({"cv.folds": str(cfg.cv.folds), "cv.fold": str(cfg.cv.fold)})
+    tags.update({f"choice.{k}": str(v) for k, v in (cfg.get("choices") or {}).items()
+                 if v is not None})
     for key, value in (cfg.survey or {}).items():
         tags[f"survey.{key}"] = str(value)
+    for key, value in (cfg.get("tuned") or {}).items():
+        tags[f"tuned.{key}"] = str(value)
     return tags
 
 
@@ -86,17 +107,24 @@ def train_run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = (),
     trial passes its pruning callback, its study and its parent run).
     """
     monitor_mode(cfg.monitor)
+    survey = cfg.get("survey") or {}
+    if survey.get("runnable") is False:
+        raise ConfigError(f"survey entry '{survey.id}' is not runnable yet: "
+                          f"{survey.get('not_runnable')}")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment_name, cfg.tracking.artifact_root,
                       active=is_rank_zero())
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    run_name = run_name or f"{cfg.model.name}-{dataset_name(cfg)}-s{cfg.seed}"
+    fold = (cfg.get("cv") or {}).get("fold")
+    run_name = run_name or (f"{cfg.model.name}-{dataset_name(cfg)}-s{cfg.seed}"
+                            + ("" if fold is None else f"-f{fold}"))
     runs_dir = Path(cfg.paths.runs_dir)
     resume = None
     if cfg.get("resume") and tracker.active:
         resume = resumable_run(tracker.client, tracker.experiment_id(), str(cfg.resume),
                                runs_dir, resolved)
-    with tracker.run(flatten(resolved), {**run_tags(cfg), **(tags or {})}, run_name, resume):
+    tags = {**run_tags(cfg, resolved), **(tags or {})}
+    with tracker.run(flatten(resolved), tags, run_name, resume):
         run_dir = runs_dir / (tracker.run_id or f"rank-{os.getpid()}")
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
@@ -107,6 +135,7 @@ def train_run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = (),
         tracker.set_tags({f"data.{k}": v for k, v in datamodule.summary().items()})
         tracker.set_tags({"label_type": datamodule.info.task})
         net = build_model(cfg, datamodule, tracker, run_dir)
+        tracker.log_metrics(model_cost(net, datamodule))
         outcome = TASKS.get(cfg.task.name).builder(cfg, datamodule, net, tracker, run_dir,
                                                    callbacks=callbacks)
         if tracker.active:
@@ -126,6 +155,10 @@ def _log_outputs(tracker: Tracker, cfg: DictConfig, outcome: TestOutcome,
     ]
     for path in files:
         tracker.log_artifact(path)
+    timings = {"time/test_ms_per_image": 1000 * outcome.test_seconds / len(predictions["index"])}
+    if outcome.fit_seconds is not None:
+        timings["time/fit_s"] = outcome.fit_seconds
+    tracker.log_metrics(timings)
     if not best:
         return
     epoch = torch.load(best, map_location="cpu", weights_only=True, mmap=True)["epoch"]

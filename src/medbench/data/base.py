@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from medbench.data.samplers import EpochSampler
+from medbench.data.splits import cross_validation_fold
 from medbench.data.transforms import build_pipeline
 from medbench.errors import ConfigError, DataError
 
@@ -56,6 +57,20 @@ class ArraySource(ImageSource):
         return self.images[index]
 
 
+class PooledSource(ImageSource):
+    """Chosen images of several sources, in order: ``picks`` rows are (source, index)."""
+
+    def __init__(self, sources: list[ImageSource], picks: np.ndarray) -> None:
+        self.sources, self.picks = sources, picks
+
+    def __len__(self) -> int:
+        return len(self.picks)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        source, item = self.picks[index]
+        return self.sources[source][int(item)]
+
+
 class LabelledImages(Dataset):
     """Yields ``(image, label, index)``; the index lets test predictions be written per sample."""
 
@@ -88,6 +103,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         normalize: dict[str, list[float]] | None = None,
         resize: int | None = None,
         seed: int = 0,
+        cv: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if sampler not in (None, "weighted"):
@@ -100,12 +116,17 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.normalize = normalize or {"mean": [0.5], "std": [0.5]}
         self.resize = resize
         self.seed = seed
+        self.cv = _checked_cv(cv or {})
         self.splits: dict[str, tuple[ImageSource, np.ndarray]] = {}
 
     # -- to implement ---------------------------------------------------------------------
     def load_splits(self) -> dict[str, tuple[ImageSource, np.ndarray]]:
         """Return ``{split: (images, labels)}`` for train, val and test."""
         raise NotImplementedError
+
+    def patient_groups(self, split: str) -> np.ndarray | None:
+        """Patient id of each sample of ``split``, or None when the data has none."""
+        return None
 
     @property
     def model_in_chans(self) -> int:
@@ -129,7 +150,26 @@ class ClassificationDataModule(pl.LightningDataModule):
             source, labels = splits[split]
             splits[split] = (source, self._validated_labels(split, labels))
             self._check_channels(split, source)
+        if self.cv.get("folds"):
+            splits = self._cross_validation_splits(splits)
         self.splits = splits
+
+    def _cross_validation_splits(self, splits: dict) -> dict:
+        """Train and val pooled and re-split: fold ``cv.fold`` validates, the rest trains; the
+        test split stays as it is, so every fold is tested on the same images."""
+        pooled = ("train", "val")
+        labels = np.concatenate([splits[s][1] for s in pooled])
+        groups = [self.patient_groups(s) for s in pooled]
+        groups = None if any(g is None for g in groups) else np.concatenate(groups)
+        held = cross_validation_fold(labels, groups, self.cv["folds"], self.cv["fold"],
+                                     self.cv.get("seed", 0))
+        picks = np.concatenate([np.stack([np.full(len(splits[s][1]), i),
+                                          np.arange(len(splits[s][1]))], 1)
+                                for i, s in enumerate(pooled)])
+        sources = [splits[s][0] for s in pooled]
+        return {"train": (PooledSource(sources, picks[~held]), labels[~held]),
+                "val": (PooledSource(sources, picks[held]), labels[held]),
+                "test": splits["test"]}
 
     def _validated_labels(self, split: str, labels: np.ndarray) -> np.ndarray:
         info = self.info
@@ -224,3 +264,15 @@ class ClassificationDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.eval_dataloader("test")
+
+
+def _checked_cv(cv: dict[str, Any]) -> dict[str, Any]:
+    """``cv.folds`` (None, or at least 2) and ``cv.fold`` (0 .. folds-1) validated."""
+    folds, fold = cv.get("folds"), cv.get("fold")
+    if folds is None:
+        return {}
+    if not isinstance(folds, int) or folds < 2:
+        raise ConfigError(f"cv.folds: expected an integer >= 2 or null, got {folds!r}")
+    if not isinstance(fold, int) or not 0 <= fold < folds:
+        raise ConfigError(f"cv.fold: expected an integer in 0..{folds - 1}, got {fold!r}")
+    return dict(cv)

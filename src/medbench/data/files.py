@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from medbench.data.base import ClassificationDataModule, DatasetInfo, ImageSource
+from medbench.data.base import SPLITS, ClassificationDataModule, DatasetInfo, ImageSource
 from medbench.data.registry import register_datamodule
 from medbench.data.splits import assign_splits
 from medbench.errors import DataError
@@ -39,8 +39,13 @@ class FileListDataModule(ClassificationDataModule):
     """Shared logic for file-based sources: label encoding and split assignment."""
 
     def __init__(self, name: str, task: str = "auto", in_chans: int = 1,
-                 val_fraction: float = 0.1, test_fraction: float = 0.2, **kwargs) -> None:
+                 val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
+        # the split's own seed, not the training seed: every seed of a method, and every
+        # method, is tested on the same images (the leaderboard's paired tests need that)
+        self.split_seed = split_seed
+        self._patients: dict[str, np.ndarray] = {}
         self.name, self.task, self.in_chans = name, task, in_chans
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.records = self.read_records()
@@ -54,6 +59,9 @@ class FileListDataModule(ClassificationDataModule):
         """Rows with keys path, label and optionally patient_id, split."""
         raise NotImplementedError
 
+    def patient_groups(self, split: str) -> np.ndarray | None:
+        return self._patients.get(split)
+
     def _encode(self, label: str) -> np.ndarray:
         index = {c: i for i, c in enumerate(self.class_names)}
         if self.info.task == "multilabel":
@@ -64,19 +72,21 @@ class FileListDataModule(ClassificationDataModule):
 
     def load_splits(self):
         labels = np.stack([self._encode(r["label"]) for r in self.records])
+        patients = [r.get("patient_id") or None for r in self.records]
+        groups = np.array(patients, dtype=object) if all(patients) else None
         if all(r.get("split") for r in self.records):
             split_of = np.array([r["split"] for r in self.records], dtype=object)
             bad = sorted(set(split_of) - {"train", "val", "test"})
             if bad:
                 raise DataError(f"{self.name}: split values {bad} not in train/val/test")
         else:
-            groups = [r.get("patient_id") or None for r in self.records]
-            groups = np.array(groups) if all(groups) else None
             split_of = assign_splits(labels, groups, self.val_fraction, self.test_fraction,
-                                     self.seed)
+                                     self.split_seed)
         paths = np.array([Path(r["path"]) for r in self.records], dtype=object)
         if not self.resize:
             _check_same_size(paths)
+        if groups is not None:
+            self._patients = {split: groups[split_of == split] for split in SPLITS}
         return {
             split: (FileSource(list(paths[split_of == split]), self.in_chans),
                     labels[split_of == split])

@@ -37,3 +37,21 @@ def assign_splits(labels: np.ndarray, groups: np.ndarray | None = None,
                     val_fraction / (1 - test_fraction), seed)
     out[rest[val]] = "val"
     return out
+
+
+def cross_validation_fold(labels: np.ndarray, groups: np.ndarray | None, folds: int, fold: int,
+                          seed: int = 0) -> np.ndarray:
+    """Boolean mask of the samples in fold ``fold`` of ``folds`` stratified folds (grouped by
+    patient when ``groups`` is given, so no patient is on both sides)."""
+    labels = np.asarray(labels)
+    strata = labels if labels.ndim == 1 else labels.argmax(axis=1)
+    index = np.zeros(len(strata))
+    if groups is None:
+        splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(index, strata)
+    else:
+        splits = StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(
+            index, strata, groups)
+    _, held = list(splits)[fold]
+    mask = np.zeros(len(strata), dtype=bool)
+    mask[held] = True
+    return mask

@@ -9,6 +9,7 @@ Each chosen layer's output is global-average-pooled (feature maps) and concatena
 from __future__ import annotations
 
 import difflib
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -77,20 +78,24 @@ def fit_deep_features(cfg: DictConfig, datamodule: ClassificationDataModule, net
         raise ConfigError("task=deep_features supports binary, multi-class and ordinal labels")
     tracker.set_tags({"features.pretrained": str(bool(cfg.model.pretrained_path))})
     extractor = LayerFeatures(net, [str(layer) for layer in cfg.task.layers])
+    start = time.perf_counter()
     x_train, y_train, _ = extractor.transform(datamodule.eval_dataloader("train"))
     classifier = instantiate(cfg.task.classifier)
     if cfg.task.standardize:
         classifier = make_pipeline(StandardScaler(), classifier)
     classifier.fit(x_train, y_train)
+    fit_seconds = time.perf_counter() - start
     tracker.set_tags({"features.dim": x_train.shape[1]})
     metrics: dict[str, float] = {}
     for split in ("val", "test"):
+        start = time.perf_counter()
         x, y, index = extractor.transform(datamodule.eval_dataloader(split))
         probs = torch.as_tensor(classifier.predict_proba(x), dtype=torch.float32)
+        test_seconds = time.perf_counter() - start  # the last split's: the test set
         scores = probs[:, 1] if info.task == "binary" else probs
         collection = scalar_metrics(info.task, info.num_classes).clone(prefix=f"{split}/")
         metrics.update({k: float(v) for k, v in collection(scores, torch.as_tensor(y)).items()})
     tracker.log_metrics(metrics)
     confusion = confusion_matrix(info.task, info.num_classes)(scores, torch.as_tensor(y))
     predictions = {"index": torch.as_tensor(index), "label": torch.as_tensor(y), "probs": probs}
-    return TestOutcome(metrics, predictions, confusion.numpy())
+    return TestOutcome(metrics, predictions, confusion.numpy(), None, fit_seconds, test_seconds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -75,13 +76,18 @@ def fit_classification(cfg: DictConfig, datamodule: ClassificationDataModule,
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=[*build_callbacks(cfg, run_dir), RngState(), *callbacks],
         logger=tracker.lightning_logger(), default_root_dir=str(run_dir))
-    best = None
+    best, fit_seconds = None, None
     if cfg.trainer.max_epochs > 0:
         # resume=<run>: continue from the run's last checkpoint (model, optimiser, schedule,
         # loops, callbacks, RNG states)
         last = run_dir / "checkpoints" / "last.ckpt" if cfg.get("resume") else None
+        start = time.perf_counter()
         trainer.fit(task, datamodule=datamodule, ckpt_path=last, weights_only=True)
+        fit_seconds = time.perf_counter() - start
         best = trainer.checkpoint_callback.best_model_path
+    start = time.perf_counter()
     metrics = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
+    test_seconds = time.perf_counter() - start
     return TestOutcome({k: float(v) for k, v in metrics.items()}, task.test_predictions,
-                       task.test_confusion.compute().cpu().numpy(), best)
+                       task.test_confusion.compute().cpu().numpy(), best, fit_seconds,
+                       test_seconds)

@@ -21,3 +21,5 @@ class TestOutcome:
     predictions: dict[str, torch.Tensor]  # index, label, probs
     confusion: np.ndarray
     checkpoint: str | None = None
+    fit_seconds: float | None = None  # wall time of training (None: nothing was trained)
+    test_seconds: float | None = None  # wall time of predicting the test split

@@ -119,6 +119,16 @@ def study_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     return written
 
 
+def tuning_budget(study: optuna.Study) -> dict[str, object]:
+    """What the search spent: trials run (complete, pruned or failed) and their compute hours
+    summed over workers; shown beside the leaderboard row of the exported config."""
+    done = [t for t in study.get_trials(deepcopy=False)
+            if t.state.is_finished() and t.datetime_start and t.datetime_complete]
+    seconds = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done)
+    return {"study": study.study_name, "trials": len(done),
+            "compute_hours": round(seconds / 3600, 3)}
+
+
 def export_best(study: optuna.Study, overrides: list[str], export_dir: Path) -> Path | None:
     """Writes the best trial's full config as ``<export_dir>/<study>.yaml``, an experiment that
     ``medbench train experiment=tuned/<study>`` runs as is (export_dir: experiments/tuned)."""
@@ -129,6 +139,7 @@ def export_best(study: optuna.Study, overrides: list[str], export_dir: Path) -> 
     choices = {k: v for k, v in cfg.choices.items() if k != "experiment" and v is not None}
     values = OmegaConf.to_container(cfg, resolve=False)
     values.pop("choices")
+    values["tuned"] = tuning_budget(study)
     lines = [
         "# @package _global_",
         f"# Best trial ({best.number}, {study.direction.name.lower()} value {best.value:.6g}) of "

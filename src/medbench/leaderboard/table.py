@@ -1,0 +1,36 @@
+"""One leaderboard table: the rows of a survey table, ours beside the papers' figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+# per metric m in LeaderboardTable.metrics, the frame has these columns (f"{m}_{suffix}")
+METRIC_COLUMNS = ("mean", "std", "ci_low", "ci_high", "best", "tied", "p")
+# the other columns of every frame, in display order
+ROW_COLUMNS = ("rank", "method", "section", "model", "dataset", "data", "reported", "runs",
+               "params", "macs", "train_s", "infer_ms", "tuning")
+
+
+@dataclass
+class LeaderboardTable:
+    """A survey table (e.g. its Table 5, lung classification) as a frame, one row per method
+    and dataset.
+
+    Row columns (:data:`ROW_COLUMNS`): ``rank`` by the primary metric within the dataset (1 =
+    best); ``method`` (survey id or model); ``section``; ``model``; ``dataset``; ``data``
+    ("paper's own" or "proxy"); ``reported`` (the paper's figures, text); ``runs`` (seeds x
+    folds aggregated); ``params``; ``macs`` (one image); ``train_s`` (median fit seconds);
+    ``infer_ms`` (median test ms per image); ``tuning`` ("untuned" or "<n> trials, <h> h").
+    Metric columns for each of ``metrics`` (test metrics, e.g. "auc", "acc"): ``<m>_mean``,
+    ``<m>_std`` (over runs), ``<m>_ci_low`` / ``<m>_ci_high`` (95% bootstrap CI of the mean),
+    ``<m>_best`` (best of its dataset), ``<m>_tied`` (not significantly different from that
+    best on the same test set), ``<m>_p`` (p-value of that test; NaN for the best itself).
+    """
+
+    key: str  # file stem, e.g. "table05_lung"
+    title: str  # e.g. "Table 5: lung classification"
+    metrics: list[str]  # primary first
+    frame: pd.DataFrame
+    notes: list[str] = field(default_factory=list)

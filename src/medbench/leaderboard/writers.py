@@ -1,0 +1,97 @@
+"""Leaderboard files: a Markdown and a CSV file per table, one self-contained HTML page."""
+
+from __future__ import annotations
+
+import math
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from medbench.config import REPO_ROOT
+from medbench.leaderboard.html import render_html
+from medbench.leaderboard.table import LeaderboardTable
+from medbench.tracking import git_commit
+
+
+def caption(uri: str) -> str:
+    """Where and how the tables were made (the store's URI without any credentials)."""
+    parsed = urlparse(uri)
+    store = uri if not parsed.password else uri.replace(f":{parsed.password}@", ":***@")
+    command = " ".join(["medbench", *sys.argv[1:]]) if sys.argv[0].endswith("medbench") else (
+        "medbench leaderboard")
+    return (f"Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `{command}` from {store}; "
+            f"git {git_commit(REPO_ROOT)[:12]}; machine: {platform.machine()}, "
+            f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}.")
+
+
+def to_markdown(table: LeaderboardTable, note: str) -> str:
+    head = ["rank", "method", "section", "model", "dataset", "data", "reported", "runs"]
+    head += [f"test {m.upper()} mean ± std [95% CI]" for m in table.metrics]
+    head += ["params", "MACs", "train s", "infer ms/img", "tuning"]
+    lines = [f"# {table.title}", "", note, "",
+             "Our figures are test metrics over seeds/folds (mean ± std, 95% bootstrap CI of "
+             "the mean). **Bold**: best of its dataset; ≈: not significantly different from "
+             "it on the same test set (p ≥ 0.05; DeLong for a binary AUC, else a paired "
+             "bootstrap). Reported figures are the papers' own, on their own data; a proxy "
+             "row is not the paper's dataset.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in table.frame.to_dict("records"):
+        cells = [str(row["rank"]), row["method"], row["section"], row["model"], row["dataset"],
+                 row["data"], row["reported"], str(row["runs"])]
+        cells += [_metric_cell(row, m) for m in table.metrics]
+        cells += [_si(row["params"]), _si(row["macs"]), _num(row["train_s"], 1),
+                  _num(row["infer_ms"], 2), row["tuning"]]
+        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+    if not len(table.frame):
+        lines.append("| " + " | ".join(["–"] * len(head)) + " |")
+    if table.notes:
+        lines += ["", "Notes:", *[f"- {n}" for n in table.notes]]
+    return "\n".join(lines) + "\n"
+
+
+def _metric_cell(row: dict, metric: str) -> str:
+    mean = row[f"{metric}_mean"]
+    if _missing(mean):
+        return "–"
+    text = f"{mean:.3f}"
+    if not _missing(row[f"{metric}_std"]):
+        text += f" ± {row[f'{metric}_std']:.3f}"
+    text += f" [{row[f'{metric}_ci_low']:.3f}, {row[f'{metric}_ci_high']:.3f}]"
+    if row[f"{metric}_best"]:
+        return f"**{text}**"
+    return f"≈ {text} (p={row[f'{metric}_p']:.2f})" if row[f"{metric}_tied"] else text
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _num(value, digits: int) -> str:
+    return "–" if _missing(value) else f"{value:.{digits}f}"
+
+
+def _si(value) -> str:
+    if _missing(value):
+        return "–"
+    for scale, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if value >= scale:
+            return f"{value / scale:.1f}{suffix}"
+    return f"{value:.0f}"
+
+
+def write_all(tables: list[LeaderboardTable], out: Path, uri: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    note = caption(uri)
+    written = []
+    for table in tables:
+        md, csv = out / f"{table.key}.md", out / f"{table.key}.csv"
+        md.write_text(to_markdown(table, note), encoding="utf-8")
+        table.frame.to_csv(csv, index=False, float_format="%.6g")
+        written += [md, csv]
+    page = out / "leaderboards.html"
+    page.write_text(render_html(tables, "medbench leaderboards", note), encoding="utf-8")
+    return [*written, page]

@@ -1,0 +1,69 @@
+"""Repeated runs of one configuration (seeds x cross-validation folds) and their group key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from omegaconf import DictConfig, open_dict
+
+from medbench.errors import ConfigError
+
+# keys that say where and how often a run is recorded, not what is trained and tested
+BOOKKEEPING = ("seed", "seeds", "resume", "paths", "tracking", "name", "choices", "cv.fold",
+               "data.root", "data.download",
+               "trainer.enable_progress_bar", "trainer.enable_model_summary")
+
+
+def config_hash(resolved: dict[str, Any]) -> str:
+    """12 hex digits identifying what a run trains and tests: equal for the seeds and folds of
+    one configuration, so the leaderboard aggregates them. A source run named by
+    ``model.pretrained_path=run:<id>`` (one per seed) counts as the same."""
+    values = json.loads(json.dumps(resolved, default=str))
+    for key in BOOKKEEPING:
+        *parents, leaf = key.split(".")
+        node = values
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    model = values.get("model") or {}
+    if str(model.get("pretrained_path") or "").startswith("run:"):
+        model["pretrained_path"] = "run:<source run>"
+    text = json.dumps(values, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def expand(cfg: DictConfig) -> Iterator[DictConfig]:
+    """One config per seed of ``seeds`` (else ``seed``) and per fold of ``cv.folds`` (else the
+    one ``cv.fold``, or no cross-validation)."""
+    seeds = list(cfg.seeds) if cfg.get("seeds") else [cfg.seed]
+    cv = cfg.get("cv") or {}
+    folds = [cv.get("fold")] if cv.get("fold") is not None or not cv.get("folds") else list(
+        range(int(cv.folds)))
+    if any(not isinstance(s, int) for s in seeds):
+        raise ConfigError(f"seeds: expected a list of integers, got {list(seeds)}")
+    for seed in seeds:
+        for fold in folds:
+            one = cfg.copy()
+            with open_dict(one):
+                one.seed, one.seeds = seed, None
+                if fold is not None:
+                    one.cv.fold = fold
+            yield one
+
+
+def train_repeats(cfg: DictConfig, train: Callable[..., tuple[str | None, dict[str, float]]]
+                  ) -> list[tuple[DictConfig, str | None, dict[str, float]]]:
+    """Trains every expanded config with ``train(cfg, tags=...)``; the runs share a
+    ``medbench.group`` tag (one per command) beside their config hash."""
+    configs = list(expand(cfg))
+    tags = {"medbench.group": uuid.uuid4().hex[:12]} if len(configs) > 1 else {}
+    outcomes = []
+    for one in configs:
+        run_id, metrics = train(one, tags=tags)
+        outcomes.append((one, run_id, metrics))
+    return outcomes

@@ -1,0 +1,52 @@
+"""`medbench reproduce`: train catalog entries of experiments/survey/ (then the CLI refreshes
+the leaderboards).
+
+Entries not runnable yet are listed and skipped, never faked. Two-stage entries (a
+``pretrain:`` list) train their source run first, per seed, and start from its checkpoint
+(``model.pretrained_path=run:<id>``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from omegaconf import DictConfig
+
+from medbench.catalog import CatalogEntry
+from medbench.config import compose_config
+
+# a CPU smoke budget: one short epoch; its runs are tagged and kept off the real leaderboards
+QUICK = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+         "+trainer.limit_val_batches=2"]
+
+
+def reproduce(entries: list[CatalogEntry], seeds: list[int], overrides: list[str],
+              train: Callable[..., tuple[str | None, dict[str, float]]],
+              quick: bool = False, log: Callable[[str], None] = print) -> list[str]:
+    """Trains each runnable entry once per seed; returns the MLflow run ids."""
+    extra = [*(QUICK if quick else []), *overrides]
+    tags = {"medbench.budget": "quick"} if quick else {}
+    run_ids = []
+    for entry in entries:
+        if not entry.runnable:
+            log(f"{entry.section} {entry.id}: not runnable yet ({entry.not_runnable})")
+            continue
+        for seed in seeds:
+            cfg = _config(entry.id, seed, extra, train, tags)
+            run_id, metrics = train(cfg, tags=tags)
+            run_ids.append(run_id)
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())
+                              if k in ("test/acc", "test/auc"))
+            log(f"{entry.section} {entry.id} seed {seed}: {shown} (run {run_id})")
+    return run_ids
+
+
+def _config(entry_id: str, seed: int, extra: list[str], train: Callable,
+            tags: dict[str, str]) -> DictConfig:
+    overrides = [f"experiment=survey/{entry_id}", f"seed={seed}", *extra]
+    cfg = compose_config(overrides)
+    if cfg.pretrain:
+        source = compose_config([*cfg.pretrain, "name=survey_pretrain", f"seed={seed}", *extra])
+        source_id, _ = train(source, tags={**tags, "medbench.kind": "pretrain"})
+        cfg = compose_config([*overrides, f"model.pretrained_path=run:{source_id}"])
+    return cfg

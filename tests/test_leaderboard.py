@@ -1,0 +1,205 @@
+"""Leaderboards from tracked runs: grouping, statistics, survey tables, seeds and folds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from medbench.catalog import SURVEY_TABLES, catalog, select
+from medbench.cli import main
+from medbench.errors import ConfigError
+from medbench.leaderboard.build import build_tables
+from medbench.leaderboard.collect import _from_search, collect_runs
+
+N_TEST = 300
+
+
+def _write_run(client: MlflowClient, experiment: str, tmp_path, *, method: str, seed: int,
+               probs: np.ndarray, labels: np.ndarray, config: str = "c1", **extra_tags) -> str:
+    tags = {"medbench.kind": "run", "medbench.config_hash": config, "survey.id": method,
+            "dataset": "breastmnist", "model": f"net_{method}", "seed": str(seed),
+            "label_type": "binary", **extra_tags}
+    run = client.create_run(experiment, tags=tags)
+    run_id = run.info.run_id
+    auc = float(pd.Series(probs[:, 1]).corr(pd.Series(labels), method="spearman"))
+    metrics = {"test/auc": 0.5 + auc / 2, "test/acc": float((probs.argmax(1) == labels).mean()),
+               "model/params": 1000.0 * (1 + len(method)), "model/macs": 5e5,
+               "time/fit_s": 10.0 + seed, "time/test_ms_per_image": 1.5}
+    client.log_batch(run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
+    path = tmp_path / f"{run_id}.csv"
+    frame = pd.DataFrame({"index": np.arange(N_TEST)[::-1], "label": labels[::-1],
+                          "prob_0": probs[::-1, 0], "prob_1": probs[::-1, 1]})
+    frame.to_csv(path, index=False)
+    client.log_artifact(run_id, str(path))
+    # the artifact must be named as the trainer names it
+    client.log_artifact(run_id, str(_renamed(path)))
+    client.set_terminated(run_id)
+    return run_id
+
+
+def _renamed(path):
+    target = path.with_name("predictions_test.csv")
+    target.write_bytes(path.read_bytes())
+    return target
+
+
+def _scores(labels: np.ndarray, signal: float, rng: np.random.Generator) -> np.ndarray:
+    logit = signal * (labels - 0.5) + rng.normal(size=len(labels))
+    p = 1 / (1 + np.exp(-logit))
+    return np.stack([1 - p, p], 1)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """Three surveyed methods on one test set: two strong and close, one at chance."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("lb", artifact_location=(tmp_path / "art").as_uri())
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, N_TEST)
+    for seed in range(3):
+        _write_run(client, experiment, tmp_path, method="shen2017_multicrop_pooling", seed=seed,
+                   probs=_scores(labels, 3.0, rng), labels=labels)
+        _write_run(client, experiment, tmp_path, method="chowdhury2020_pdcovidnet_parallel_dilated",
+                   seed=seed, probs=_scores(labels, 2.9, rng), labels=labels,
+                   **{"tuned.study": "s1", "tuned.trials": "20", "tuned.compute_hours": "1.5"})
+        _write_run(client, experiment, tmp_path, method="gao2014_six_layer_hep2", seed=seed,
+                   probs=_scores(labels, 0.0, rng), labels=labels)
+    # a better-scoring second configuration of gao2014 with fewer runs: must not be picked
+    _write_run(client, experiment, tmp_path, method="gao2014_six_layer_hep2", seed=0,
+               probs=_scores(labels, 5.0, rng), labels=labels, config="c2")
+    # a rerun of seed 0 of the same configuration replaces the first (still 3 runs)
+    _write_run(client, experiment, tmp_path, method="shen2017_multicrop_pooling", seed=0,
+               probs=_scores(labels, 3.0, rng), labels=labels)
+    # neither a quick smoke run nor a tuning trial counts
+    _write_run(client, experiment, tmp_path, method="shen2017_multicrop_pooling", seed=9,
+               probs=_scores(labels, 9.0, rng), labels=labels, **{"medbench.budget": "quick"})
+    _write_run(client, experiment, tmp_path, method="shen2017_multicrop_pooling", seed=8,
+               probs=_scores(labels, 9.0, rng), labels=labels, **{"medbench.kind": "trial"})
+    return uri
+
+
+def test_database_and_search_paths_read_the_same_runs(store):
+    fast = collect_runs(store)
+    slow = _from_search(MlflowClient(store))
+    slow = slow[slow["medbench.kind"] == "run"].sort_values("start_time").reset_index(drop=True)
+    assert len(fast) == 12
+    columns = sorted(set(fast.columns) & set(slow.columns) - {"experiment_id"})
+    assert len(columns) > 15
+    pd.testing.assert_frame_equal(fast[columns].astype(str), slow[columns].astype(str))
+
+
+def test_survey_tables_rank_test_and_label_rows(store):
+    tables = {t.key: t for t in build_tables(store)}
+    overall = tables["table10_classification"].frame.set_index("method")
+    strong = {"shen2017_multicrop_pooling", "chowdhury2020_pdcovidnet_parallel_dilated"}
+    assert set(overall.index[:2]) == strong and overall.index[2] == "gao2014_six_layer_hep2"
+    assert list(overall["rank"]) == [1, 2, 3] and list(overall["runs"]) == [3, 3, 3]
+    first, second, gao = (overall.iloc[i] for i in range(3))
+    assert first.auc_best and not second.auc_best and first.auc_mean >= second.auc_mean
+    assert second.auc_tied and second.auc_p > 0.05  # close: not significantly different
+    assert not gao.auc_tied and gao.auc_p < 1e-6  # at chance: clearly worse (DeLong)
+    shen, chow = overall.loc["shen2017_multicrop_pooling"], overall.loc[
+        "chowdhury2020_pdcovidnet_parallel_dilated"]
+    assert gao.auc_mean < 0.6  # the chosen configuration is the one with most runs, not c2
+    assert shen.auc_ci_low <= shen.auc_mean <= shen.auc_ci_high
+    assert chow.tuning == "20 trials, 1.50 h (s1)" and shen.tuning == "untuned"
+    assert shen.data == "proxy" and shen.reported == "accuracy 0.874, AUC 0.93"
+    assert shen.section == "4.1.4" and shen.train_s == 11.0
+    assert shen.params == 1000 * (1 + len("shen2017_multicrop_pooling"))
+    notes = " ".join(tables["table10_classification"].notes)
+    assert "1 other configuration(s)" in notes and "not runnable yet" in notes
+    # survey grouping: lung (4.1) has shen only, HEp-2 (4.3) has gao only
+    assert list(tables["table05_lung_classification"].frame.method) == [
+        "shen2017_multicrop_pooling"]
+    hep2 = tables["table06_hep2_classification"].frame
+    assert list(hep2.method) == ["gao2014_six_layer_hep2"]
+    assert hep2["rank"][0] == 1 and hep2.auc_best[0]  # ranked among its table's rows only
+    assert tables["table12_segmentation"].frame.empty
+    without_runs = [n for n in tables["table15_overall"].notes if n[0].isdigit()]
+    assert len(without_runs) == 41 - 3  # every other entry, with its reason
+
+
+def test_quick_runs_form_their_own_tables(store):
+    quick = {t.key: t for t in build_tables(store, quick=True)}
+    frame = quick["table10_classification"].frame
+    assert list(frame.method) == ["shen2017_multicrop_pooling"] and list(frame.runs) == [1]
+
+
+def test_catalog_selectors():
+    entries = catalog()
+    assert len(entries) == 41
+    assert [e.id for e in select("4.3.2", entries)] == ["gao2014_six_layer_hep2"]
+    assert {e.section for e in select("4.2", entries)} == {f"4.2.{i}" for i in range(1, 6)}
+    assert len(select("table15", entries)) == 41
+    assert all(e.task == "segmentation" for e in select("table12", entries))
+    assert select("table05", entries) == select("table5", entries)
+    assert set(SURVEY_TABLES) == {f"table{i}" for i in range(5, 16)}
+    with pytest.raises(ConfigError, match="did you mean gao2014_six_layer_hep2"):
+        select("gao2014_six_layer_hep", entries)
+
+
+def test_leaderboard_command_writes_every_format(store, tmp_path, capsys):
+    out = tmp_path / "boards"
+    assert main(["leaderboard", "--uri", store, "--out", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"table05_lung_classification.md", "table10_classification.csv",
+            "all_methods.md", "leaderboards.html"} <= names
+    text = (out / "table10_classification.md").read_text()
+    assert "| 3 | gao2014_six_layer_hep2 | 4.3.2 |" in text and "≈" in text
+    frame = pd.read_csv(out / "table10_classification.csv")
+    assert list(frame["rank"]) == [1, 2, 3] and frame["auc_p"].isna().sum() == 1
+
+
+def test_cross_validation_folds_are_stratified_and_keep_patients_together():
+    from medbench.data.splits import cross_validation_fold
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    patients = rng.integers(0, 60, 200)
+    held = [cross_validation_fold(labels, patients, 5, k) for k in range(5)]
+    assert (np.sum(held, axis=0) == 1).all()  # each sample validates exactly once
+    for mask in held:
+        assert not set(patients[mask]) & set(patients[~mask])
+        assert abs(labels[mask].mean() - labels.mean()) < 0.15
+    plain = [cross_validation_fold(labels, None, 5, k) for k in range(5)]
+    assert [m.sum() for m in plain] == [40] * 5
+
+
+def test_seeds_and_folds_on_real_data_form_one_leaderboard_row(data_dir, results_dir, capsys):
+    overrides = ["data=breastmnist", "model=lenet5", "trainer.max_epochs=1", "seeds=[0,1]",
+                 "cv.folds=2", f"paths.results_dir={results_dir}",
+                 "trainer.enable_progress_bar=false"]
+    assert main(["train", *overrides]) == 0
+    assert "(4 runs, mean" in capsys.readouterr().out
+    uri = f"sqlite:///{results_dir}/mlflow.db"
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert sorted((r.data.tags["seed"], r.data.tags["cv.fold"]) for r in runs) == [
+        ("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.data.tags["medbench.config_hash"] for r in runs}) == 1
+    assert len({r.data.tags["medbench.group"] for r in runs}) == 1
+    by_fold = {r.data.tags["cv.fold"]: r.data.tags for r in runs if r.data.tags["seed"] == "0"}
+    assert sum(int(t["data.n_val"]) for t in by_fold.values()) == 546 + 78  # train+val pooled
+    assert all(t["data.n_test"] == "156" for t in by_fold.values())  # the official test set
+    frame = {t.key: t for t in build_tables(uri)}["all_methods"].frame
+    assert list(frame.runs) == [4] and list(frame.method) == ["lenet5"]
+    assert frame.params[0] > 0 and frame.infer_ms[0] > 0 and frame.train_s[0] > 0
+
+
+def test_reproduce_quick_trains_runnable_entries_and_skips_the_others(data_dir, results_dir,
+                                                                      capsys):
+    assert main(["reproduce", "4.3", "--seeds", "0", "--quick",
+                 "--override", f"paths.results_dir={results_dir}",
+                 "--override", "trainer.enable_progress_bar=false"]) == 0
+    out = capsys.readouterr().out
+    assert "4.3.1 bayramoglu2015_cuda_convnet_hep2: not runnable yet" in out
+    assert "4.3.2 gao2014_six_layer_hep2 seed 0: test/acc" in out
+    board = (results_dir / "leaderboards" / "quick" / "table06_hep2_classification.md")
+    assert "| 1 | gao2014_six_layer_hep2 | 4.3.2 | six_layer_cnn | breastmnist | proxy |" in (
+        board.read_text())
+    assert not (results_dir / "leaderboards" / "table06_hep2_classification.md").exists()
