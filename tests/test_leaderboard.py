@@ -203,3 +203,10 @@ def test_reproduce_quick_trains_runnable_entries_and_skips_the_others(data_dir, 
     assert "| 1 | gao2014_six_layer_hep2 | 4.3.2 | six_layer_cnn | breastmnist | proxy |" in (
         board.read_text())
     assert not (results_dir / "leaderboards" / "table06_hep2_classification.md").exists()
+
+
+def test_an_empty_store_lists_every_entry_without_rows(tmp_path):
+    tables = {t.key: t for t in build_tables(f"sqlite:///{tmp_path}/empty.db")}
+    assert all(t.frame.empty for t in tables.values())
+    assert len(tables["table15_overall"].notes) == 41
+    assert len(tables["table10_classification"].notes) == 21  # classification entries

@@ -22,6 +22,11 @@ def test_breastmnist_run_is_fully_tracked(make_cfg, mlflow_client, only_run, res
     assert not any("PATH" in key or "TOKEN" in key.upper() for key in params)
     for key in ("acc", "auc", "sensitivity", "specificity", "precision", "f1", "kappa"):
         assert run.data.metrics[f"test/{key}"] == metrics[f"test/{key}"]
+    # what the leaderboard reads: cost, timings and the configuration's group key
+    assert run.data.metrics["model/params"] == 11_168_706  # resnet18_28, 1 channel, 2 classes
+    assert run.data.metrics["model/macs"] > 4e8
+    assert run.data.metrics["time/fit_s"] > 0 and run.data.metrics["time/test_ms_per_image"] > 0
+    assert tags["medbench.kind"] == "run" and len(tags["medbench.config_hash"]) == 12
     history = mlflow_client.get_metric_history(run.info.run_id, "val/auc")
     assert len(history) == 3  # one value per epoch
     artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}

@@ -37,6 +37,8 @@ def aggregate(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple[str, str], l
                                            list[str]]:
     """Rows (method, dataset) of the chosen configuration, the run ids behind each row, and
     notes naming configurations left out."""
+    if runs.empty:
+        return pd.DataFrame(columns=["method", "dataset", "survey_id"]), {}, []
     runs = runs.assign(method=method_of(runs)).astype({"method": object, "dataset": object})
     keys = ["method", "dataset"]
     # a rerun of the same configuration, seed and fold replaces the earlier run
@@ -104,7 +106,8 @@ def rank_and_test(rows: pd.DataFrame, members: dict[tuple[str, str], list[str]],
     primary = next(iter(METRICS))
     for _, group in rows.groupby("dataset", sort=True):
         group = group.sort_values(f"{primary}_mean", ascending=False, na_position="last").copy()
-        group["rank"] = group[f"{primary}_mean"].rank(ascending=False, method="min")
+        group["rank"] = group[f"{primary}_mean"].rank(ascending=False, method="min",
+                                                     na_option="bottom")
         for metric, score in METRICS.items():
             _mark(group, metric, score, members, predictions)
         out.append(group)
