@@ -39,7 +39,7 @@ def test_cli_group_option_error_exits_nonzero(capsys):
 def test_console_script_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "medbench.cli", "--help"], capture_output=True,
                          text=True, check=True).stdout
-    for command in ("train", "tune", "models", "datasets"):
+    for command in ("train", "tune", "reproduce", "leaderboard", "models", "datasets"):
         assert command in out
 
 

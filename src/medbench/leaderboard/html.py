@@ -225,9 +225,15 @@ def _pareto(rows: list[dict], m: str, colors: dict[str, str]) -> str:
     return "".join(out) + "</svg>"
 
 
+def pareto_metric(metrics: list[str]) -> str:
+    """The Pareto plot's y axis: accuracy where the table has it, else its primary metric."""
+    return "acc" if "acc" in metrics else metrics[0]
+
+
 def _section(t: LeaderboardTable) -> str:
     """A table's heading, notes, table, bar chart and Pareto plot."""
     rows, m = t.frame.to_dict("records"), t.metrics[0]
+    accuracy = pareto_metric(t.metrics)
     datasets = dict.fromkeys(_text(r.get("dataset")) for r in rows)
     colors = {d: PALETTE[i % len(PALETTE)] for i, d in enumerate(datasets)}
     notes = "".join(f"<li>{escape(n)}</li>" for n in t.notes)
@@ -237,7 +243,8 @@ def _section(t: LeaderboardTable) -> str:
             f'{_table(t, rows)}<p class="legend">datasets: {legend}</p><div class="charts">'
             f"<figure>{_bars(rows, m, colors)}<figcaption>{escape(m)} per method and dataset; "
             f"whiskers: 95% bootstrap CI of the mean.</figcaption></figure><figure>"
-            f"{_pareto(rows, m, colors)}<figcaption>{escape(m)} against compute; filled points, "
+            f"{_pareto(rows, accuracy, colors)}<figcaption>{escape(accuracy)} against compute; "
+            "filled points, "
             "joined by the dashed step line, are Pareto-optimal within their dataset"
             f"{f'; {missing} row(s) without MACs not shown' * bool(missing)}.</figcaption>"
             "</figure></div></section>")
