@@ -60,7 +60,6 @@ def aggregate(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple[str, str], l
     picked = picked.sort_values("start_time", kind="stable")
     rows = picked.groupby(keys, sort=True).agg(
         model=("model", "last"), runs=("run_id", "size"), survey_id=("survey.id", "last"),
-        label_type=("label_type", "last"),
         **{name: (column, how) for name, column, how in (
             ("params", "model/params", "last"), ("macs", "model/macs", "last"),
             ("train_s", "time/fit_s", "median"), ("infer_ms", "time/test_ms_per_image", "median"))

@@ -35,9 +35,10 @@ def to_markdown(table: LeaderboardTable, note: str) -> str:
     lines = [f"# {table.title}", "", note, "",
              "Our figures are test metrics over seeds/folds (mean ± std, 95% bootstrap CI of "
              "the mean). **Bold**: best of its dataset; ≈: not significantly different from "
-             "it on the same test set (p ≥ 0.05; DeLong for a binary AUC, else a paired "
-             "bootstrap). Reported figures are the papers' own, on their own data; a proxy "
-             "row is not the paper's dataset.", "",
+             "it on the same test set (p ≥ 0.05; for a binary AUC DeLong's test on each row's "
+             "run-averaged probabilities, else a paired bootstrap of the mean over runs, "
+             "1000 resamples of the test images). Reported figures are the papers' own, on "
+             "their own data; a proxy row is not the paper's dataset.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table.frame.to_dict("records"):
         cells = [str(row["rank"]), row["method"], row["section"], row["model"], row["dataset"],
