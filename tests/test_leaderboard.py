@@ -85,8 +85,8 @@ def store(tmp_path):
 def test_database_and_search_paths_read_the_same_runs(store):
     fast = collect_runs(store)
     slow = _from_search(MlflowClient(store))
-    slow = slow[slow["medbench.kind"] == "run"].sort_values("start_time").reset_index(drop=True)
-    assert len(fast) == 12
+    slow = slow.sort_values("start_time").reset_index(drop=True)
+    assert len(fast) == 13  # every finished run, trials and quick runs included
     columns = sorted(set(fast.columns) & set(slow.columns) - {"experiment_id"})
     assert len(columns) > 15
     pd.testing.assert_frame_equal(fast[columns].astype(str), slow[columns].astype(str))
@@ -210,3 +210,13 @@ def test_an_empty_store_lists_every_entry_without_rows(tmp_path):
     assert all(t.frame.empty for t in tables.values())
     assert len(tables["table15_overall"].notes) == 41
     assert len(tables["table10_classification"].notes) == 21  # classification entries
+
+
+def test_train_time_of_a_two_stage_method_includes_its_source_runs():
+    from medbench.leaderboard.build import with_source_training
+
+    runs = pd.DataFrame({"run_id": ["src1", "src2", "final", "plain"],
+                         "time/fit_s": [100.0, 20.0, 5.0, 7.0],
+                         "model.pretrained_path": [None, "run:src1", "run:src2", "/a/file.ckpt"]})
+    total = with_source_training(runs).set_index("run_id")["time/fit_s"]
+    assert total.to_dict() == {"src1": 100.0, "src2": 120.0, "final": 125.0, "plain": 7.0}

@@ -33,6 +33,28 @@ def method_of(runs: pd.DataFrame) -> pd.Series:
     return runs["survey.id"].fillna(experiment).fillna(runs["model"])
 
 
+def with_source_training(runs: pd.DataFrame) -> pd.DataFrame:
+    """``time/fit_s`` including the training of the source runs a run started from
+    (``model.pretrained_path=run:<id>``, chained for twice-transfer learning): a two-stage
+    method's train time is that of the whole chain."""
+    if runs.empty or "time/fit_s" not in runs:
+        return runs
+    fit = dict(zip(runs.run_id, runs["time/fit_s"], strict=True))
+    source = {r: str(p)[4:] for r, p in zip(runs.run_id, runs["model.pretrained_path"],
+                                            strict=True) if str(p).startswith("run:")}
+
+    def chain(run_id: str) -> float:
+        total, seen = fit.get(run_id, np.nan), {run_id}
+        while run_id in source and source[run_id] not in seen:
+            run_id = source[run_id]
+            seen.add(run_id)
+            total += fit.get(run_id, np.nan)
+        return total
+
+    return runs.assign(**{"time/fit_s": [chain(r) if r in source else fit[r]
+                                         for r in runs.run_id]})
+
+
 def aggregate(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple[str, str], list[str]],
                                            list[str]]:
     """Rows (method, dataset) of the chosen configuration, the run ids behind each row, and
@@ -158,8 +180,9 @@ def build_tables(uri: str, quick: bool = False,
                  entries: list[CatalogEntry] | None = None) -> list[LeaderboardTable]:
     """The survey's tables (5 to 15) and a table of every tracked method, from ``uri``.
     ``quick``: only runs of ``medbench reproduce --quick``; otherwise those are left out."""
-    runs = collect_runs(uri)
-    runs = runs[(runs["medbench.budget"] == "quick") == quick]
+    every = collect_runs(uri)
+    runs = with_source_training(every)
+    runs = runs[(runs["medbench.kind"] == "run") & ((runs["medbench.budget"] == "quick") == quick)]
     entries = entries if entries is not None else catalog()
     rows, members, notes = aggregate(runs)
     artifacts = dict(zip(runs.run_id, runs.artifact_uri, strict=True))

@@ -2,15 +2,15 @@
 
 MLflow's search API returns every param of every run (a run logs its whole flattened config,
 ~150 params): over 10,000 runs that is 1.5 M rows materialised as Python objects. For a
-database store the same rows' tags and latest metrics are read through MLflow's own ORM
-tables, only the keys a leaderboard needs; any other store (a tracking server) goes through
+database store the same runs' tags, params and latest metrics are read through MLflow's own
+ORM tables, only the keys a leaderboard needs; any other store (a tracking server) goes through
 ``MlflowClient.search_runs``. Both give the same frame (tested).
 """
 
 from __future__ import annotations
 
 import pandas as pd
-from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlRun, SqlTag
+from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlParam, SqlRun, SqlTag
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.tracking import MlflowClient
 from sqlalchemy import or_
@@ -21,13 +21,15 @@ TAGS = ("medbench.kind", "medbench.config_hash", "medbench.budget", "survey.id",
         "survey.data_here", "dataset", "model", "seed", "cv.fold", "label_type",
         "choice.experiment", "tuned.study", "tuned.trials", "tuned.compute_hours")
 METRIC_PREFIXES = ("test/", "model/", "time/")
+PARAMS = ("model.pretrained_path",)  # run:<id> names the source run of a two-stage method
 INFO = ("run_id", "experiment_id", "start_time", "artifact_uri")
 
 
 def collect_runs(uri: str) -> pd.DataFrame:
-    """FINISHED runs of kind ``run`` (not tuning trials or pretraining sources) of every active
-    experiment: one row each, columns :data:`INFO`, :data:`TAGS` and the metrics whose names
-    start with :data:`METRIC_PREFIXES`."""
+    """FINISHED runs of every active experiment, one row each: columns :data:`INFO`,
+    :data:`TAGS`, :data:`PARAMS` and the metrics whose names start with
+    :data:`METRIC_PREFIXES`. Leaderboard rows are those of kind ``run`` (``medbench.kind``);
+    the others (tuning trials, source runs of two-stage methods) are kept for look-ups."""
     if "://" not in uri:
         raise ConfigError(f"leaderboard: tracking URI '{uri}' is not a URI (sqlite:///..., "
                           f"http://...)")
@@ -37,10 +39,9 @@ def collect_runs(uri: str) -> pd.DataFrame:
         frame = _from_database(store)
     else:
         frame = _from_search(client)
-    for column in TAGS:
+    for column in (*TAGS, *PARAMS):
         if column not in frame:
             frame[column] = None
-    frame = frame[frame["medbench.kind"] == "run"]
     return frame.sort_values("start_time", kind="stable").reset_index(drop=True)
 
 
@@ -57,7 +58,9 @@ def _from_database(store: SqlAlchemyStore) -> pd.DataFrame:
                                 SqlLatestMetric.value).filter(
             or_(*(SqlLatestMetric.key.startswith(p) for p in METRIC_PREFIXES)),
             SqlLatestMetric.run_uuid.in_(run_ids)).all()
-    return _join(info, tags, metrics)
+        params = session.query(SqlParam.run_uuid, SqlParam.key, SqlParam.value).filter(
+            SqlParam.key.in_(PARAMS), SqlParam.run_uuid.in_(run_ids)).all()
+    return _join(info, tags + params, metrics)
 
 
 def _from_search(client: MlflowClient) -> pd.DataFrame:
@@ -72,6 +75,7 @@ def _from_search(client: MlflowClient) -> pd.DataFrame:
             info.append((run_id, run.info.experiment_id, run.info.start_time,
                          run.info.artifact_uri))
             tags += [(run_id, k, v) for k, v in run.data.tags.items() if k in TAGS]
+            tags += [(run_id, k, v) for k, v in run.data.params.items() if k in PARAMS]
             metrics += [(run_id, k, v) for k, v in run.data.metrics.items()
                         if k.startswith(METRIC_PREFIXES)]
         token = page.token

@@ -38,7 +38,10 @@ def to_markdown(table: LeaderboardTable, note: str) -> str:
              "it on the same test set (p ≥ 0.05; for a binary AUC DeLong's test on each row's "
              "run-averaged probabilities, else a paired bootstrap of the mean over runs, "
              "1000 resamples of the test images). Reported figures are the papers' own, on "
-             "their own data; a proxy row is not the paper's dataset.", "",
+             "their own data; a proxy row is not the paper's dataset. Train s: median wall "
+             "seconds of training (a two-stage method's source runs included); infer ms/img: "
+             "median test-set prediction time per image; both on the machine named above; "
+             "MACs: one forward pass on one image.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table.frame.to_dict("records"):
         cells = [str(row["rank"]), row["method"], row["section"], row["model"], row["dataset"],
