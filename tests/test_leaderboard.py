@@ -220,3 +220,54 @@ def test_train_time_of_a_two_stage_method_includes_its_source_runs():
                          "model.pretrained_path": [None, "run:src1", "run:src2", "/a/file.ckpt"]})
     total = with_source_training(runs).set_index("run_id")["time/fit_s"]
     assert total.to_dict() == {"src1": 100.0, "src2": 120.0, "final": 125.0, "plain": 7.0}
+
+
+@pytest.fixture
+def tracking_server(tmp_path):
+    """A real MLflow tracking server on 127.0.0.1 that serves its artifacts."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+         "--artifacts-destination", str(tmp_path / "served"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not start within 60 s")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_leaderboard_over_a_tracking_server(tracking_server, tmp_path):
+    """Runs and predictions read through the REST API (search pages, artifact downloads)."""
+    client = MlflowClient(tracking_server)
+    experiment = client.create_experiment("served")
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, N_TEST)
+    for seed in range(2):
+        for method, signal in (("shen2017_multicrop_pooling", 3.0),
+                               ("gao2014_six_layer_hep2", 0.0)):
+            _write_run(client, experiment, tmp_path, method=method, seed=seed,
+                       probs=_scores(labels, signal, rng), labels=labels)
+    assert client.get_run(client.search_runs([experiment])[0].info.run_id).info.artifact_uri \
+        .startswith("mlflow-artifacts:")
+    frame = {t.key: t for t in build_tables(tracking_server)}["table10_classification"].frame
+    assert list(frame.method) == ["shen2017_multicrop_pooling", "gao2014_six_layer_hep2"]
+    assert list(frame.runs) == [2, 2] and frame.auc_p[1] < 1e-6 and not frame.auc_tied[1]
