@@ -271,3 +271,35 @@ def test_leaderboard_over_a_tracking_server(tracking_server, tmp_path):
     frame = {t.key: t for t in build_tables(tracking_server)}["table10_classification"].frame
     assert list(frame.method) == ["shen2017_multicrop_pooling", "gao2014_six_layer_hep2"]
     assert list(frame.runs) == [2, 2] and frame.auc_p[1] < 1e-6 and not frame.auc_tied[1]
+
+
+def test_reproduce_goes_on_after_a_failed_run_and_then_fails():
+    from medbench.errors import TrainingError
+    from medbench.reproduce import reproduce
+
+    entries = select("4.4", catalog())  # ovalle2016, jiao2016 (two-stage), sun2017 (not yet)
+    trained, lines = [], []
+
+    def fake_train(cfg, tags):
+        name = cfg.survey.id if cfg.survey else "source"
+        if name == "ovalle2016_auc_stopping_mammography":
+            raise RuntimeError("out of memory\ntraceback lines")
+        trained.append((name, cfg.seed))
+        return f"run{len(trained)}", {"test/auc": 0.75}
+
+    with pytest.raises(TrainingError, match=r"2 run\(s\) failed: ovalle2016_auc_stopping_"
+                                            r"mammography seed 0, ovalle2016_auc\S+ seed 1$"):
+        reproduce(entries, [0, 1], [], fake_train, log=lines.append)
+    # jiao2016's source run is trained first, per seed, then the entry itself
+    assert trained == [("source", 0), ("jiao2016_deep_features_svm", 0), ("source", 1),
+                       ("jiao2016_deep_features_svm", 1)]
+    assert "4.4.1 ovalle2016_auc_stopping_mammography seed 0: FAILED (RuntimeError: out of " \
+           "memory)" in lines
+    assert any("sun2017_semisupervised_graph_cnn: not runnable yet" in line for line in lines)
+
+
+def test_config_keys_mlflow_refuses_are_made_valid():
+    from medbench.tracking import flatten
+
+    params = flatten({"survey": {"reported": {"test accuracy (ResNet/InceptionNet)": 0.93}}})
+    assert params == {"survey.reported.test accuracy _ResNet/InceptionNet_": "0.93"}

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from medbench.catalog import CatalogEntry
 from medbench.config import compose_config
+from medbench.errors import TrainingError
 
 # a CPU smoke budget: one short epoch; its runs are tagged and kept off the real leaderboards
 QUICK = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2",
@@ -23,21 +24,30 @@ QUICK = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2",
 def reproduce(entries: list[CatalogEntry], seeds: list[int], overrides: list[str],
               train: Callable[..., tuple[str | None, dict[str, float]]],
               quick: bool = False, log: Callable[[str], None] = print) -> list[str]:
-    """Trains each runnable entry once per seed; returns the MLflow run ids."""
+    """Trains each runnable entry once per seed; returns the MLflow run ids. A run that fails
+    (its MLflow run ends FAILED) is reported in one line and the others go on; then it raises
+    naming the failures."""
     extra = [*(QUICK if quick else []), *overrides]
     tags = {"medbench.budget": "quick"} if quick else {}
-    run_ids = []
+    run_ids, failed = [], []
     for entry in entries:
         if not entry.runnable:
             log(f"{entry.section} {entry.id}: not runnable yet ({entry.not_runnable})")
             continue
         for seed in seeds:
-            cfg = _config(entry.id, seed, extra, train, tags)
-            run_id, metrics = train(cfg, tags=tags)
+            try:
+                run_id, metrics = train(_config(entry.id, seed, extra, train, tags), tags=tags)
+            except Exception as err:  # noqa: BLE001 - one failed run must not stop the sweep
+                failed.append(f"{entry.id} seed {seed}")
+                log(f"{entry.section} {entry.id} seed {seed}: FAILED "
+                    f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
+                continue
             run_ids.append(run_id)
             shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())
                               if k in ("test/acc", "test/auc"))
             log(f"{entry.section} {entry.id} seed {seed}: {shown} (run {run_id})")
+    if failed:
+        raise TrainingError(f"reproduce: {len(failed)} run(s) failed: {', '.join(failed)}")
     return run_ids
 
 
@@ -45,7 +55,7 @@ def _config(entry_id: str, seed: int, extra: list[str], train: Callable,
             tags: dict[str, str]) -> DictConfig:
     overrides = [f"experiment=survey/{entry_id}", f"seed={seed}", *extra]
     cfg = compose_config(overrides)
-    if cfg.pretrain:
+    if cfg.pretrain and cfg.model.pretrained_path is None:
         source = compose_config([*cfg.pretrain, "name=survey_pretrain", f"seed={seed}", *extra])
         source_id, _ = train(source, tags={**tags, "medbench.kind": "pretrain"})
         cfg = compose_config([*overrides, f"model.pretrained_path=run:{source_id}"])

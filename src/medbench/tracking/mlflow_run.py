@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import traceback
 from collections.abc import Iterator, Mapping
@@ -19,13 +20,21 @@ from medbench.errors import ConfigError, RunStopped
 from medbench.tracking.liveness import process_tags
 
 MAX_PARAM_LENGTH = 6000
+_INVALID_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. :/]")
+
+
+def mlflow_key(name: str) -> str:
+    """``name`` with the characters MLflow refuses in a param or tag key replaced by '_' (keys
+    come from configs, e.g. a paper's reported figure 'accuracy (ResNet/InceptionNet)')."""
+    return _INVALID_KEY_CHARS.sub("_", name)
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``; lists become their string form."""
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``; lists become their string form; keys are made
+    valid for MLflow (:func:`mlflow_key`)."""
     out: dict[str, str] = {}
     for key, value in config.items():
-        name = f"{prefix}{key}"
+        name = mlflow_key(f"{prefix}{key}")
         if isinstance(value, Mapping) and value:
             out.update(flatten(value, f"{name}."))
         else:
@@ -132,8 +141,9 @@ class Tracker:
             run = self.client.create_run(self.experiment_id(), run_name=run_name,
                                          tags={**tags, **process_tags()})
             self.run_id = run.info.run_id
-            self.log_params(params)
         try:
+            if not resume:
+                self.log_params(params)
             yield self
         except BaseException as err:
             self._flush()
