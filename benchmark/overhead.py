@@ -8,7 +8,10 @@ machine's default threads, the same training steps are timed
     as the sum of its epochs' training steps (a timing callback; validation and checkpoints,
     which the plain loop does not do, are reported apart), and
 (b) by a plain loop on pre-loaded tensors (forward, loss, backward, Adam step): the floor.
-Repetitions alternate (a) and (b); the report gives median and spread, the ratio (a)/(b), the
+Repetitions alternate (a) and (b); a third run pairs them step by step (after each of
+medbench's steps, one plain step of a copy of the network on the same batch), so that load
+from other processes, which swings separate runs by more than the overhead sought, cancels
+out of the ratio. The report gives median and spread, the ratios (a)/(b), the
 whole `train_run` wall time (with validation, test, artifacts), the datamodule's own images/s
 with augmentation on (`augment=basic`), and the time spent in MLflow calls.
 """
@@ -77,6 +80,42 @@ class EpochTimer(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.train_seconds.append(self._last_batch - self._start)
         self.epoch_seconds.append(time.perf_counter() - self._start)
+
+
+class PairedFloor(EpochTimer):
+    """The floor measured inside the same run: after each of medbench's training steps, one
+    plain step (forward, loss, backward, Adam) of a copy of the network on the same batch.
+    Both see the machine in the same state, so background load cancels out of their ratio;
+    medbench's own time is the epoch's training window less these plain steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plain_seconds = 0.0
+        self._net = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._net is None:
+            import copy
+
+            self._net = copy.deepcopy(pl_module.net)
+            self._optimizer = torch.optim.Adam(self._net.parameters(), lr=1e-3)
+        images, labels, _ = batch
+        start = time.perf_counter()
+        loss = F.cross_entropy(
+            self._net(images.contiguous(memory_format=torch.channels_last)), labels)
+        self._optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._optimizer.step()
+        self.plain_seconds += time.perf_counter() - start
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+def run_paired(size: int, epochs: int) -> float:
+    """(a)/(b) with (b) interleaved step by step inside the same training run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paired = PairedFloor()
+        train_run(compose_config(overrides(size, epochs, Path(tmp))), callbacks=[paired])
+    return (sum(paired.train_seconds) - paired.plain_seconds) / paired.plain_seconds
 
 
 def overrides(size: int, epochs: int, results: Path) -> list[str]:
@@ -159,16 +198,18 @@ def main() -> None:
         f"{' '.join(map(str, args.sizes))} --epochs {' '.join(map(str, args.epochs))}`; "
         "repetitions alternate (a) and (b).", "",
         "| input | epochs | (a) medbench train: training s | (b) plain loop s | ratio (a)/(b) "
-        "| (a) img/s | (b) img/s | datamodule alone img/s (augment=basic) | whole `train_run` s "
+        "| ratio, (b) paired step by step in the same run | (a) img/s | (b) img/s "
+        "| datamodule alone img/s (augment=basic) | whole `train_run` s "
         "(val, test, artifacts) | validation + checkpoints per epoch s | MLflow per epoch s "
         "(% of an epoch) | MLflow once per run s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for size, epochs in zip(args.sizes, args.epochs, strict=True):
-        ours, floor = [], []
+        ours, floor, paired = [], [], []
         for _ in range(args.reps):
             ours.append(run_medbench(size, epochs))
             floor.append(run_plain(size, epochs))
+            paired.append(run_paired(size, epochs))
         a = [r["train_s"] for r in ours]
         b = [r["train_s"] for r in floor]
         ratio = [x / y for x, y in zip(a, b, strict=True)]
@@ -177,6 +218,7 @@ def main() -> None:
         share = 100 * statistics.median(per_epoch) / (statistics.median(a) / epochs)
         lines.append(
             f"| {size} px | {epochs} | {_stats(a)} | {_stats(b)} | {_stats(ratio)} | "
+            f"{_stats(paired)} | "
             f"{ours[0]['images'] / statistics.median(a):.1f} | "
             f"{floor[0]['images'] / statistics.median(b):.1f} | {loader:.0f} | "
             f"{_stats([r['total_s'] for r in ours])} | "
