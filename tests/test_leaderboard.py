@@ -303,3 +303,20 @@ def test_config_keys_mlflow_refuses_are_made_valid():
 
     params = flatten({"survey": {"reported": {"test accuracy (ResNet/InceptionNet)": 0.93}}})
     assert params == {"survey.reported.test accuracy _ResNet/InceptionNet_": "0.93"}
+
+
+def test_config_hash_ignores_bookkeeping_but_not_training_choices():
+    from omegaconf import OmegaConf
+
+    from medbench.config import compose_config
+    from medbench.repeats import config_hash
+
+    def digest(*overrides):
+        return config_hash(OmegaConf.to_container(compose_config(list(overrides)), resolve=True))
+
+    base = digest("experiment=survey/gao2014_six_layer_hep2")
+    assert base == digest("experiment=survey/gao2014_six_layer_hep2", "seed=5",
+                          "paths.results_dir=/elsewhere", "survey.name=renamed",
+                          "trainer.enable_progress_bar=false")
+    assert base != digest("experiment=survey/gao2014_six_layer_hep2", "trainer.max_epochs=21")
+    assert base != digest("experiment=survey/gao2014_six_layer_hep2", "augment=basic")

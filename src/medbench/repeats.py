@@ -12,9 +12,10 @@ from omegaconf import DictConfig, open_dict
 
 from medbench.errors import ConfigError
 
-# keys that say where and how often a run is recorded, not what is trained and tested
+# keys that say where, how often and with what description a run is recorded, not what is
+# trained and tested (the survey entry's text, published figures and tuning record describe it)
 BOOKKEEPING = ("seed", "seeds", "resume", "paths", "tracking", "name", "choices", "cv.fold",
-               "data.root", "data.download",
+               "data.root", "data.download", "survey", "reference", "tuned",
                "trainer.enable_progress_bar", "trainer.enable_model_summary")
 
 
