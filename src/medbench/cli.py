@@ -120,14 +120,19 @@ def _reproduce(args: list[str]) -> int:
 
     from medbench.catalog import catalog, select
     from medbench.config import compose_config
+    from medbench.errors import TrainingError
     from medbench.reproduce import reproduce
     from medbench.train import train_run
 
     def run() -> int:
         entries = catalog()
         chosen = {e.id: e for s in options.selectors for e in select(s, entries)}
-        reproduce(list(chosen.values()), options.seeds, options.override, train_run,
-                  quick=options.quick)
+        failure = None
+        try:
+            reproduce(list(chosen.values()), options.seeds, options.override, train_run,
+                      quick=options.quick)
+        except TrainingError as err:  # the runs that finished still refresh the tables
+            failure = err
         if not options.no_leaderboard:
             from medbench.leaderboard.build import write_leaderboards
 
@@ -135,6 +140,8 @@ def _reproduce(args: list[str]) -> int:
             for path in write_leaderboards(cfg.tracking.uri, cfg.paths.results_dir,
                                            quick=options.quick):
                 print(f"wrote {path}")
+        if failure is not None:
+            raise failure
         return 0
 
     return _composed(run)
