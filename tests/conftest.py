@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import lightning.pytorch  # noqa: F401  (binds its log handler before any capsys)
@@ -60,3 +63,28 @@ def only_run(mlflow_client: MlflowClient):
         return runs[0]
 
     return fetch
+
+
+@pytest.fixture
+def postgres_url():
+    """A throw-away PostgreSQL cluster on a Unix socket (Debian's server binaries)."""
+    pytest.importorskip("psycopg2")
+    if not shutil.which("initdb") or not shutil.which("pg_ctl"):
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    folder = Path(tempfile.mkdtemp(prefix="medbench-pg-"))
+    as_owner: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: run the server as the postgres user
+        shutil.chown(folder, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data = folder / "data"
+    subprocess.run([*as_owner, "initdb", "-D", str(data), "-A", "trust", "-U", "medbench"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_owner, "pg_ctl", "-D", str(data), "-w", "-l", str(folder / "log"),
+                    "-o", f"-k {folder} -c listen_addresses='' -p 54329", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg2://medbench@/postgres?host={folder}&port=54329"
+    finally:
+        subprocess.run([*as_owner, "pg_ctl", "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)

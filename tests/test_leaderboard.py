@@ -320,3 +320,23 @@ def test_config_hash_ignores_bookkeeping_but_not_training_choices():
                           "trainer.enable_progress_bar=false")
     assert base != digest("experiment=survey/gao2014_six_layer_hep2", "trainer.max_epochs=21")
     assert base != digest("experiment=survey/gao2014_six_layer_hep2", "augment=basic")
+
+
+def test_leaderboard_over_a_postgresql_store(postgres_url, tmp_path):
+    """MLflow's tables on PostgreSQL: the database path binds its values by name there."""
+    client = MlflowClient(postgres_url)
+    experiment = client.create_experiment("pg", artifact_location=(tmp_path / "art").as_uri())
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, N_TEST)
+    for seed in range(2):
+        for method, signal in (("shen2017_multicrop_pooling", 3.0),
+                               ("gao2014_six_layer_hep2", 0.0)):
+            _write_run(client, experiment, tmp_path, method=method, seed=seed,
+                       probs=_scores(labels, signal, rng), labels=labels)
+    fast = collect_runs(postgres_url)
+    slow = _from_search(client).sort_values("start_time").reset_index(drop=True)
+    columns = sorted(set(fast.columns) & set(slow.columns) - {"experiment_id"})
+    pd.testing.assert_frame_equal(fast[columns].astype(str), slow[columns].astype(str))
+    frame = {t.key: t for t in build_tables(postgres_url)}["table10_classification"].frame
+    assert list(frame.method) == ["shen2017_multicrop_pooling", "gao2014_six_layer_hep2"]
+    assert list(frame.runs) == [2, 2] and not frame.auc_tied[1]

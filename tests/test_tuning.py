@@ -270,34 +270,6 @@ def test_every_sampler_and_pruner_runs_a_real_study(tune_args, results_dir, choi
     assert option.replace("_", "") in used
 
 
-@pytest.fixture
-def postgres_url():
-    """A throw-away PostgreSQL cluster on a Unix socket (Debian's server binaries)."""
-    import shutil
-    import tempfile
-
-    pytest.importorskip("psycopg2")
-    if not shutil.which("initdb") or not shutil.which("pg_ctl"):
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    folder = Path(tempfile.mkdtemp(prefix="medbench-pg-"))
-    as_owner: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses root: run the server as the postgres user
-        shutil.chown(folder, "postgres")
-        as_owner = ["runuser", "-u", "postgres", "--"]
-    data = folder / "data"
-    subprocess.run([*as_owner, "initdb", "-D", str(data), "-A", "trust", "-U", "medbench"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_owner, "pg_ctl", "-D", str(data), "-w", "-l", str(folder / "log"),
-                    "-o", f"-k {folder} -c listen_addresses='' -p 54329", "start"],
-                   check=True, capture_output=True)
-    try:
-        yield f"postgresql+psycopg2://medbench@/postgres?host={folder}&port=54329"
-    finally:
-        subprocess.run([*as_owner, "pg_ctl", "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def test_two_workers_share_a_postgresql_study_exactly(tune_args, results_dir, postgres_url):
     args = tune_args("study.n_trials=4", "study.name=pg", "study/pruner=none",
                      f"study.storage='{postgres_url}'", epochs=1)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from medbench.catalog import SURVEY_TABLES, CatalogEntry, catalog
-from medbench.leaderboard.collect import collect_runs
+from medbench.leaderboard.collect import COST, collect_runs
 from medbench.leaderboard.predictions import PredictionStore
 from medbench.leaderboard.stats import accuracy, delong_test, macro_auc, mean_ci, paired_bootstrap
 from medbench.leaderboard.table import LeaderboardTable
@@ -138,23 +138,21 @@ def rank_and_test(rows: pd.DataFrame, members: dict[tuple[str, str], list[str]],
 def _mark(group: pd.DataFrame, metric: str, score: Callable, members: dict,
           predictions: PredictionStore) -> None:
     means = group[f"{metric}_mean"]
-    group[f"{metric}_best"] = False
-    group[f"{metric}_tied"] = False
-    group[f"{metric}_p"] = np.nan
-    if means.isna().all():
-        return
-    best = means.idxmax()
-    group.loc[best, f"{metric}_best"] = True
-    best_key = _key(group.loc[best])
-    for index in group.index.drop(best):
-        pair = (metric, best_key, _key(group.loc[index]))
+    best = None if means.isna().all() else means.idxmax()
+    p_values = []
+    for index in group.index:
+        if best is None or index == best:
+            p_values.append(np.nan)
+            continue
+        pair = (metric, _key(group.loc[best]), _key(group.loc[index]))
         if pair not in predictions.p_values:  # tables share rows: each pair is tested once
             predictions.p_values[pair] = _p_value(
-                metric, score, predictions.runs(members[best_key][-MAX_TEST_RUNS:]),
+                metric, score, predictions.runs(members[pair[1]][-MAX_TEST_RUNS:]),
                 predictions.runs(members[pair[2]][-MAX_TEST_RUNS:]))
-        p = predictions.p_values[pair]
-        group.loc[index, f"{metric}_p"] = p
-        group.loc[index, f"{metric}_tied"] = bool(p >= ALPHA)
+        p_values.append(predictions.p_values[pair])
+    group[f"{metric}_best"] = group.index == best
+    group[f"{metric}_p"] = p_values
+    group[f"{metric}_tied"] = group[f"{metric}_p"] >= ALPHA
 
 
 def _key(row: pd.Series) -> tuple[str, str]:
@@ -180,7 +178,7 @@ def build_tables(uri: str, quick: bool = False,
                  entries: list[CatalogEntry] | None = None) -> list[LeaderboardTable]:
     """The survey's tables (5 to 15) and a table of every tracked method, from ``uri``.
     ``quick``: only runs of ``medbench reproduce --quick``; otherwise those are left out."""
-    every = collect_runs(uri)
+    every = collect_runs(uri, (*(f"test/{m}" for m in METRICS), *COST))
     runs = with_source_training(every)
     runs = runs[(runs["medbench.kind"] == "run") & ((runs["medbench.budget"] == "quick") == quick)]
     entries = entries if entries is not None else catalog()

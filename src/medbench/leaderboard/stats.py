@@ -1,7 +1,6 @@
 """Statistics for leaderboards: CIs of a mean over runs, and tests between two methods.
 
-- :func:`mean_ci`: percentile bootstrap CI of the mean of per-run values (seeds x folds),
-  via :func:`scipy.stats.bootstrap`.
+- :func:`mean_ci`: percentile bootstrap CI of the mean of per-run values (seeds x folds).
 - :func:`delong_test`: DeLong's test of two correlated ROC AUCs on the same samples.
 - :func:`paired_bootstrap`: paired bootstrap over test samples of any metric, for methods with
   one or more runs each.
@@ -10,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -80,10 +80,19 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95, n_resamples: int 
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     if np.all(x == x[0]):
         return float(x[0]), float(x[0])
-    res = stats.bootstrap((x,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
-                          method="percentile", vectorized=True, axis=-1,
-                          rng=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    # by hand rather than scipy.stats.bootstrap, which draws anew at every call: a leaderboard
+    # computes thousands of these, and rows with the same run count share one seeded draw
+    means = x[_mean_draws(x.size, n_resamples, seed)].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+@functools.lru_cache(maxsize=16)
+def _mean_draws(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    draws = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+    draws.flags.writeable = False
+    return draws
 
 
 # --- DeLong's test ---------------------------------------------------------------------------
@@ -154,6 +163,12 @@ def _accuracy_resampled(y: np.ndarray, p: np.ndarray, counts: np.ndarray) -> np.
     return counts @ correct / y.size
 
 
+def _mean_correct_resampled(y: np.ndarray, correct: np.ndarray,
+                            counts: np.ndarray) -> np.ndarray:
+    """accuracy on each resample from a (mean) per-sample correctness vector (N,)."""
+    return counts @ correct / y.size
+
+
 def _auc_resampled(pos: np.ndarray, s: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """ROC AUC (ties count 1/2, as roc_auc_score) of scores ``s`` for binary ``pos`` on each
     resample given as integer draw counts (B, N): a Mann-Whitney statistic with the counts as
@@ -195,6 +210,32 @@ def _index_blocks(rng: np.random.Generator, n: int, n_resamples: int) -> Iterato
         yield rng.integers(0, n, size=(min(block, n_resamples - start), n))
 
 
+def _resamples(n: int, n_resamples: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Blocks of bootstrap indices (b, n) and their per-sample draw counts (b, n). Seeded, so
+    every pair of methods tested on one test set sees the same resamples; drawn once and
+    reused across pairs when small enough to keep."""
+    if n * n_resamples <= _BLOCK_CELLS:
+        return iter(_kept_resamples(n, n_resamples, seed))
+    return _drawn_resamples(n, n_resamples, seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _kept_resamples(n: int, n_resamples: int, seed: int) -> tuple[tuple[np.ndarray, ...], ...]:
+    blocks = tuple(_drawn_resamples(n, n_resamples, seed))
+    for block in blocks:
+        for array in block:
+            array.flags.writeable = False
+    return blocks
+
+
+def _drawn_resamples(n: int, n_resamples: int, seed: int
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    for idx in _index_blocks(np.random.default_rng(seed), n, n_resamples):
+        rows = np.arange(idx.shape[0])[:, None]
+        counts = np.bincount((idx + rows * n).ravel(), minlength=idx.size).reshape(idx.shape)
+        yield idx, counts
+
+
 def paired_bootstrap(labels: np.ndarray, preds_a: list[np.ndarray], preds_b: list[np.ndarray],
                      metric: Metric, n_resamples: int = 1000,
                      seed: int = 0) -> tuple[float, float]:
@@ -225,14 +266,19 @@ def paired_bootstrap(labels: np.ndarray, preds_a: list[np.ndarray], preds_b: lis
     observed = (np.mean([metric(y, p) for p in runs_a])
                 - np.mean([metric(y, p) for p in runs_b]))
 
-    rng = np.random.default_rng(seed)
     resampled = _RESAMPLED.get(metric)
+    if metric is accuracy:
+        # accuracy is linear in the per-sample correctness, so its mean over runs is the
+        # accuracy of the runs' mean correctness: one product per resample, not one per run
+        yv = _labels_1d(y)
+        correct = [np.mean([p.argmax(axis=1) == yv for p in runs], axis=0)
+                   for runs in (runs_a, runs_b)]
+        runs_a, runs_b = [correct[0]], [correct[1]]
+        resampled = _mean_correct_resampled
     diffs = []
-    for idx in _index_blocks(rng, n, n_resamples):
+    for idx, counts in _resamples(n, n_resamples, seed):
         if resampled is not None:
             yv = _labels_1d(y)
-            rows = np.arange(idx.shape[0])[:, None]
-            counts = np.bincount((idx + rows * n).ravel(), minlength=idx.size).reshape(idx.shape)
             mean_a = np.mean([resampled(yv, p, counts) for p in runs_a], axis=0)
             mean_b = np.mean([resampled(yv, p, counts) for p in runs_b], axis=0)
         else:

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import math
+import os
 import platform
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
-import torch
-
 from medbench.config import REPO_ROOT
 from medbench.leaderboard.html import render_html
 from medbench.leaderboard.table import LeaderboardTable
-from medbench.tracking import git_commit
+from medbench.provenance import git_commit
 
 
 def caption(uri: str) -> str:
@@ -25,7 +24,7 @@ def caption(uri: str) -> str:
         "medbench leaderboard")
     return (f"Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `{command}` from {store}; "
             f"git {git_commit(REPO_ROOT)[:12]}; machine: {platform.machine()}, "
-            f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}.")
+            f"{os.cpu_count()} CPUs.")
 
 
 def to_markdown(table: LeaderboardTable, note: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from medbench.errors import ConfigError, RunStopped
+from medbench.provenance import git_commit
 from medbench.tracking.liveness import process_tags
 
 MAX_PARAM_LENGTH = 6000
@@ -49,17 +49,6 @@ def is_rank_zero() -> bool:
         if os.environ.get(key):
             return int(os.environ[key]) == 0
     return all(int(os.environ.get(key) or 0) == 0 for key in ("LOCAL_RANK", "NODE_RANK"))
-
-
-def git_commit(repo: Path) -> str:
-    """HEAD commit, suffixed '-dirty' when tracked files changed; 'unknown' outside git."""
-    try:
-        run = dict(cwd=repo, capture_output=True, text=True, timeout=10)
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], check=True, **run).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "-uno"], **run).stdout.strip()
-        return f"{sha}-dirty" if dirty else sha
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 class RunLogger(MLFlowLogger):
