@@ -2,9 +2,10 @@
 
 MLflow's search API returns every param of every run (a run logs its whole flattened config,
 ~150 params): over 10,000 runs that is 1.5 M rows materialised as Python objects. For a
-database store the same runs' tags, params and latest metrics are read through MLflow's own
-ORM tables, only the keys a leaderboard needs; any other store (a tracking server) goes through
-``MlflowClient.search_runs``. Both give the same frame (tested).
+database store (SQLite, PostgreSQL, ...) only the keys a leaderboard needs are queried from
+MLflow's own tables (its SQLAlchemy models), pivoted by the database; any other store (a
+tracking server) goes through ``MlflowClient.search_runs``. Both give the same frame (tested
+on SQLite, PostgreSQL and a tracking server).
 """
 
 from __future__ import annotations
