@@ -306,13 +306,11 @@ def test_config_keys_mlflow_refuses_are_made_valid():
 
 
 def test_config_hash_ignores_bookkeeping_but_not_training_choices():
-    from omegaconf import OmegaConf
-
     from medbench.config import compose_config
     from medbench.repeats import config_hash
 
     def digest(*overrides):
-        return config_hash(OmegaConf.to_container(compose_config(list(overrides)), resolve=True))
+        return config_hash(compose_config(list(overrides)))
 
     base = digest("experiment=survey/gao2014_six_layer_hep2")
     assert base == digest("experiment=survey/gao2014_six_layer_hep2", "seed=5",
@@ -320,6 +318,11 @@ def test_config_hash_ignores_bookkeeping_but_not_training_choices():
                           "trainer.enable_progress_bar=false")
     assert base != digest("experiment=survey/gao2014_six_layer_hep2", "trainer.max_epochs=21")
     assert base != digest("experiment=survey/gao2014_six_layer_hep2", "augment=basic")
+    # values that follow the seed are the seed: deep features' classifier random_state
+    jiao = digest("experiment=survey/jiao2016_deep_features_svm", "seed=1",
+                  "model.pretrained_path=run:source1")
+    assert jiao == digest("experiment=survey/jiao2016_deep_features_svm", "seed=2",
+                          "model.pretrained_path=run:source2")
 
 
 def test_leaderboard_over_a_postgresql_store(postgres_url, tmp_path):

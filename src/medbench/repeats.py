@@ -6,9 +6,8 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medbench.errors import ConfigError
 
@@ -19,10 +18,15 @@ BOOKKEEPING = ("seed", "seeds", "resume", "paths", "tracking", "name", "choices"
                "trainer.enable_progress_bar", "trainer.enable_model_summary")
 
 
-def config_hash(resolved: dict[str, Any]) -> str:
+def config_hash(cfg: DictConfig) -> str:
     """12 hex digits identifying what a run trains and tests: equal for the seeds and folds of
-    one configuration, so the leaderboard aggregates them. A source run named by
-    ``model.pretrained_path=run:<id>`` (one per seed) counts as the same."""
+    one configuration, so the leaderboard aggregates them. Values interpolated from the seed
+    (a classifier's ``random_state: ${seed}``) and a source run named by
+    ``model.pretrained_path=run:<id>`` (one per seed) count as the same."""
+    neutral = cfg.copy()
+    with open_dict(neutral):
+        neutral.seed = 0
+    resolved = OmegaConf.to_container(neutral, resolve=True)
     values = json.loads(json.dumps(resolved, default=str))
     for key in BOOKKEEPING:
         *parents, leaf = key.split(".")

@@ -73,11 +73,11 @@ def dataset_name(cfg: DictConfig) -> str:
     return str(cfg.data.get("flag") or cfg.data.get("name") or cfg.data.source)
 
 
-def run_tags(cfg: DictConfig, resolved: dict) -> dict[str, str]:
+def run_tags(cfg: DictConfig) -> dict[str, str]:
     """What the leaderboard groups and labels runs by (it reads tags and metrics only)."""
     tags = {"task": cfg.task.name, "dataset": dataset_name(cfg), "model": cfg.model.name,
             "seed": str(cfg.seed), "git_commit": git_commit(REPO_ROOT),
-            "medbench.kind": "run", "medbench.config_hash": config_hash(resolved)}
+            "medbench.kind": "run", "medbench.config_hash": config_hash(cfg)}
     if (cfg.get("cv") or {}).get("folds"):
         tags.update({"cv.folds": str(cfg.cv.folds), "cv.fold": str(cfg.cv.fold)})
     tags.update({f"choice.{k}": str(v) for k, v in (cfg.get("choices") or {}).items()
@@ -123,7 +123,7 @@ def train_run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = (),
     if cfg.get("resume") and tracker.active:
         resume = resumable_run(tracker.client, tracker.experiment_id(), str(cfg.resume),
                                runs_dir, resolved)
-    tags = {**run_tags(cfg, resolved), **(tags or {})}
+    tags = {**run_tags(cfg), **(tags or {})}
     with tracker.run(flatten(resolved), tags, run_name, resume):
         run_dir = runs_dir / (tracker.run_id or f"rank-{os.getpid()}")
         run_dir.mkdir(parents=True, exist_ok=True)
