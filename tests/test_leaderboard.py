@@ -29,21 +29,25 @@ def _write_run(client: MlflowClient, experiment: str, tmp_path, *, method: str, 
                "model/params": 1000.0 * (1 + len(method)), "model/macs": 5e5,
                "time/fit_s": 10.0 + seed, "time/test_ms_per_image": 1.5}
     client.log_batch(run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
-    path = tmp_path / f"{run_id}.csv"
+    path = tmp_path / run_id / "predictions_test.csv"  # named as the trainer names it
+    path.parent.mkdir()
     frame = pd.DataFrame({"index": np.arange(N_TEST)[::-1], "label": labels[::-1],
                           "prob_0": probs[::-1, 0], "prob_1": probs[::-1, 1]})
     frame.to_csv(path, index=False)
     client.log_artifact(run_id, str(path))
-    # the artifact must be named as the trainer names it
-    client.log_artifact(run_id, str(_renamed(path)))
     client.set_terminated(run_id)
     return run_id
 
 
-def _renamed(path):
-    target = path.with_name("predictions_test.csv")
-    target.write_bytes(path.read_bytes())
-    return target
+def _write_strong_and_chance(client: MlflowClient, experiment: str, tmp_path, seed: int) -> None:
+    """Two seeds' worth of a strong method (shen2017) and one at chance (gao2014)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, N_TEST)
+    for run_seed in range(2):
+        for method, signal in (("shen2017_multicrop_pooling", 3.0),
+                               ("gao2014_six_layer_hep2", 0.0)):
+            _write_run(client, experiment, tmp_path, method=method, seed=run_seed,
+                       probs=_scores(labels, signal, rng), labels=labels)
 
 
 def _scores(labels: np.ndarray, signal: float, rng: np.random.Generator) -> np.ndarray:
@@ -259,13 +263,7 @@ def test_leaderboard_over_a_tracking_server(tracking_server, tmp_path):
     """Runs and predictions read through the REST API (search pages, artifact downloads)."""
     client = MlflowClient(tracking_server)
     experiment = client.create_experiment("served")
-    rng = np.random.default_rng(1)
-    labels = rng.integers(0, 2, N_TEST)
-    for seed in range(2):
-        for method, signal in (("shen2017_multicrop_pooling", 3.0),
-                               ("gao2014_six_layer_hep2", 0.0)):
-            _write_run(client, experiment, tmp_path, method=method, seed=seed,
-                       probs=_scores(labels, signal, rng), labels=labels)
+    _write_strong_and_chance(client, experiment, tmp_path, seed=1)
     assert client.get_run(client.search_runs([experiment])[0].info.run_id).info.artifact_uri \
         .startswith("mlflow-artifacts:")
     frame = {t.key: t for t in build_tables(tracking_server)}["table10_classification"].frame
@@ -329,13 +327,7 @@ def test_leaderboard_over_a_postgresql_store(postgres_url, tmp_path):
     """MLflow's tables on PostgreSQL: the database path binds its values by name there."""
     client = MlflowClient(postgres_url)
     experiment = client.create_experiment("pg", artifact_location=(tmp_path / "art").as_uri())
-    rng = np.random.default_rng(2)
-    labels = rng.integers(0, 2, N_TEST)
-    for seed in range(2):
-        for method, signal in (("shen2017_multicrop_pooling", 3.0),
-                               ("gao2014_six_layer_hep2", 0.0)):
-            _write_run(client, experiment, tmp_path, method=method, seed=seed,
-                       probs=_scores(labels, signal, rng), labels=labels)
+    _write_strong_and_chance(client, experiment, tmp_path, seed=2)
     fast = collect_runs(postgres_url)
     slow = _from_search(client).sort_values("start_time").reset_index(drop=True)
     columns = sorted(set(fast.columns) & set(slow.columns) - {"experiment_id"})

@@ -18,7 +18,7 @@ from medbench.catalog import SURVEY_TABLES, CatalogEntry, catalog
 from medbench.leaderboard.collect import COST, collect_runs
 from medbench.leaderboard.predictions import PredictionStore
 from medbench.leaderboard.stats import accuracy, delong_test, macro_auc, mean_ci, paired_bootstrap
-from medbench.leaderboard.table import LeaderboardTable
+from medbench.leaderboard.table import METRIC_COLUMNS, ROW_COLUMNS, LeaderboardTable
 
 METRICS = {"auc": macro_auc, "acc": accuracy}  # test metrics shown, primary first
 ALPHA = 0.05
@@ -233,8 +233,6 @@ def _frame(rows: pd.DataFrame, entries: dict[str, CatalogEntry]) -> pd.DataFrame
 
 
 def _columns() -> list[str]:
-    from medbench.leaderboard.table import METRIC_COLUMNS, ROW_COLUMNS
-
     return [*ROW_COLUMNS, *(f"{m}_{c}" for m in METRICS for c in METRIC_COLUMNS)]
 
 
