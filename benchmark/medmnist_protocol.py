@@ -6,6 +6,8 @@
 `run` trains through `medbench train` (100 epochs, Adam 1e-3, batch 128, lr x0.1 at 50% and
 75%, best val AUC) into the MLflow experiment `medmnist_v2_protocol`; `report` reads every
 FINISHED run of that experiment back from MLflow and writes results/medmnist_v2_protocol.md.
+`run --trace` also logs the test metrics after every epoch (trace/test_*), a diagnostic of
+checkpoint selection that never feeds it; training is unchanged (the RNG state is kept).
 Validation rule (issue 2): each published figure lies within mean +- 2 std of our 3 seeds and
 the mean AUC is within 0.02 of the published AUC.
 """
@@ -17,21 +19,48 @@ import platform
 import statistics
 import sys
 
+import lightning.pytorch as pl
 import torch
 from mlflow.tracking import MlflowClient
 
 from medbench.config import REPO_ROOT, compose_config
-from medbench.train import train
+from medbench.metrics.classification import scalar_metrics
+from medbench.train import train_run
 
 EXPERIMENT = "medmnist_v2_protocol"
 OUTPUT = REPO_ROOT / "results" / "medmnist_v2_protocol.md"
 
 
-def run(experiment: str, seeds: list[int], extra: list[str]) -> None:
+class TestTrace(pl.Callback):
+    """Test metrics of the live weights after each validation, logged as ``trace/test_*``."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        with torch.random.fork_rng():  # a DataLoader iterator draws its base seed
+            batches = list(trainer.datamodule.test_dataloader())
+        self.images = torch.cat([b[0] for b in batches])
+        self.labels = torch.cat([b[1] for b in batches]).long()
+        self.metrics = scalar_metrics(pl_module.task, pl_module.num_classes).clone(
+            prefix="trace/test_")
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            probs = torch.cat([pl_module.probabilities(pl_module(x))
+                               for x in self.images.split(256)])
+        pl_module.train(was_training)
+        inputs = probs[:, 1] if pl_module.task == "binary" else probs
+        pl_module.log_dict({k: v.item() for k, v in self.metrics(inputs, self.labels).items()})
+        self.metrics.reset()
+
+
+def run(experiment: str, seeds: list[int], extra: list[str], trace: bool = False) -> None:
     for seed in seeds:
         cfg = compose_config([f"experiment={experiment}", f"seed={seed}", f"name={EXPERIMENT}",
                               "trainer.enable_progress_bar=false", *extra])
-        metrics = train(cfg)
+        _, metrics = train_run(cfg, callbacks=[TestTrace()] if trace else [])
         print(f"{experiment} seed {seed}: test/auc {metrics['test/auc']:.4f} "
               f"test/acc {metrics['test/acc']:.4f}", flush=True)
 
@@ -48,7 +77,10 @@ def report(uri: str) -> str:
                               max_results=1000) if exp else []
     groups: dict[tuple[str, str], list] = {}
     for r in runs:
-        key = (r.data.tags.get("choice.experiment", "?"), r.data.params.get("trainer.max_epochs"))
+        name = r.data.tags.get("choice.experiment", "?")
+        init = r.data.params.get("model.init", "library")
+        key = (name if init == "library" else f"{name} (init={init})",
+               r.data.params.get("trainer.max_epochs"))
         groups.setdefault(key, []).append(r)
     lines = [
         "# MedMNIST v2 protocol: medbench vs the published ResNet-18 (28)", "",
@@ -82,7 +114,35 @@ def report(uri: str) -> str:
         lines.append(f"| {name} | {epochs} | {len(group)} | {_fmt(auc)} | {pub_auc:.3f} | "
                      f"{_fmt(acc)} | {pub_acc:.3f} | {within(auc, pub_auc)} | "
                      f"{within(acc, pub_acc)} | {close} | {seeds} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + trace_lines(client, runs)) + "\n"
+
+
+def trace_lines(client: MlflowClient, runs: list) -> list[str]:
+    """Per traced run: test ACC at the selected epoch against its spread over all epochs."""
+    traced = [r for r in runs if "trace/test_acc" in r.data.metrics]
+    if not traced:
+        return []
+    lines = ["", "Test metrics after every epoch (`run --trace`; diagnostic, not used for "
+             "selection): the selected epoch (best val AUC) against all 100.", "",
+             "| run | selected epoch | test ACC there | test ACC over epochs: min / median / max "
+             "| epochs with test ACC >= published | test AUC over epochs: min / median / max |",
+             "|---|---|---|---|---|---|"]
+    for r in sorted(traced, key=lambda r: (r.data.params.get("model.init", ""),
+                                           int(r.data.tags.get("seed", 0)))):
+        history = {key: [m.value for m in sorted(client.get_metric_history(r.info.run_id, key),
+                                                 key=lambda m: m.step)]
+                   for key in ("val/auc", "trace/test_acc", "trace/test_auc")}
+        val, acc, auc = history["val/auc"], history["trace/test_acc"], history["trace/test_auc"]
+        best = val.index(max(val))
+        published = float(r.data.params.get("reference.test/acc", "nan"))
+        above = sum(a >= published - 1e-9 for a in acc)
+        label = (f"{r.data.tags.get('choice.experiment')} init="
+                 f"{r.data.params.get('model.init', 'library')} s{r.data.tags.get('seed')}")
+        lines.append(
+            f"| {label} | {best} | {acc[best]:.3f} | {min(acc):.3f} / "
+            f"{statistics.median(acc):.3f} / {max(acc):.3f} | {above} of {len(acc)} | "
+            f"{min(auc):.3f} / {statistics.median(auc):.3f} / {max(auc):.3f} |")
+    return lines
 
 
 def main() -> None:
@@ -91,12 +151,14 @@ def main() -> None:
     p_run = sub.add_parser("run")
     p_run.add_argument("experiment")
     p_run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p_run.add_argument("--trace", action="store_true",
+                       help="log test metrics after every epoch (diagnostic only)")
     p_run.add_argument("overrides", nargs="*")
     p_rep = sub.add_parser("report")
     p_rep.add_argument("--uri", default=f"sqlite:///{REPO_ROOT / 'results' / 'mlflow.db'}")
     args = parser.parse_args()
     if args.command == "run":
-        run(args.experiment, args.seeds, args.overrides)
+        run(args.experiment, args.seeds, args.overrides, args.trace)
     else:
         text = report(args.uri)
         OUTPUT.write_text(text)

@@ -304,6 +304,8 @@ def test_config_keys_mlflow_refuses_are_made_valid():
 
 
 def test_config_hash_ignores_bookkeeping_but_not_training_choices():
+    from omegaconf import open_dict
+
     from medbench.config import compose_config
     from medbench.repeats import config_hash
 
@@ -316,6 +318,12 @@ def test_config_hash_ignores_bookkeeping_but_not_training_choices():
                           "trainer.enable_progress_bar=false")
     assert base != digest("experiment=survey/gao2014_six_layer_hep2", "trainer.max_epochs=21")
     assert base != digest("experiment=survey/gao2014_six_layer_hep2", "augment=basic")
+    # an option added later hashes as before on its default, and apart on any other value
+    cfg = compose_config(["experiment=survey/gao2014_six_layer_hep2"])
+    with open_dict(cfg):
+        del cfg.model["init"]
+    assert config_hash(cfg) == base
+    assert base != digest("experiment=survey/gao2014_six_layer_hep2", "model.init=pytorch")
     # values that follow the seed are the seed: deep features' classifier random_state
     jiao = digest("experiment=survey/jiao2016_deep_features_svm", "seed=1",
                   "model.pretrained_path=run:source1")

@@ -87,6 +87,23 @@ def test_resnet18_28_is_the_medmnist_variant():
     assert model(torch.randn(1, 1, 28, 28)).shape == (1, 2)
 
 
+def test_init_pytorch_resets_every_layer_to_torch_defaults():
+    """MedMNIST's reference ResNets are plain nn modules: no zeroed last BN, default conv init."""
+    library = create_model("resnet18_28", 1, 2)
+    torch.manual_seed(0)
+    reset = create_model("resnet18_28", 1, 2, init="pytorch")
+    assert torch.all(library.layer1[0].bn2.weight == 0)  # timm zero-inits each block's last BN
+    assert torch.all(reset.layer1[0].bn2.weight == 1)
+    conv = reset.layer2[0].conv1.weight  # kaiming_uniform(a=sqrt(5)): bound 1/sqrt(fan_in)
+    assert conv.abs().max() <= 1 / (64 * 9) ** 0.5
+    torch.manual_seed(0)
+    again = create_model("resnet18_28", 1, 2, init="pytorch")
+    assert all(torch.equal(a, b) for a, b in zip(reset.state_dict().values(),
+                                                  again.state_dict().values(), strict=True))
+    with pytest.raises(ConfigError, match="model.init='xavier' is not one of: library, pytorch"):
+        create_model("resnet18_28", 1, 2, init="xavier")
+
+
 def test_pretrained_from_local_file_keeps_backbone_drops_new_head(tmp_path):
     source = create_model("resnet18_28", 1, 5)
     path = tmp_path / "weights.pt"

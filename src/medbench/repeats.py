@@ -16,6 +16,9 @@ from medbench.errors import ConfigError
 BOOKKEEPING = ("seed", "seeds", "resume", "paths", "tracking", "name", "choices", "cv.fold",
                "data.root", "data.download", "survey", "reference", "tuned",
                "trainer.enable_progress_bar", "trainer.enable_model_summary")
+# Options added after runs were tracked, with their default: a run on the default hashes as
+# it did before the option existed, so adding an option does not split leaderboard rows.
+ADDED_DEFAULTS = {"model.init": "library"}
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -28,12 +31,13 @@ def config_hash(cfg: DictConfig) -> str:
         neutral.seed = 0
     resolved = OmegaConf.to_container(neutral, resolve=True)
     values = json.loads(json.dumps(resolved, default=str))
-    for key in BOOKKEEPING:
+    for key in (*BOOKKEEPING, *ADDED_DEFAULTS):
         *parents, leaf = key.split(".")
         node = values
         for parent in parents:
             node = node.get(parent) if isinstance(node, dict) else None
-        if isinstance(node, dict):
+        if isinstance(node, dict) and (key not in ADDED_DEFAULTS
+                                       or node.get(leaf) == ADDED_DEFAULTS[key]):
             node.pop(leaf, None)
     model = values.get("model") or {}
     if str(model.get("pretrained_path") or "").startswith("run:"):

@@ -54,6 +54,7 @@ def build_model(cfg: DictConfig, datamodule: ClassificationDataModule,
         cfg.model.name, in_chans=datamodule.model_in_chans, num_classes=info.num_classes,
         pretrained_path=pretrained, input_size=datamodule.image_size,
         keep_output_neurons=cfg.model.get("keep_output_neurons", False),
+        init=cfg.model.get("init", "library"),
         **OmegaConf.to_container(cfg.model.kwargs, resolve=True),
     )
 

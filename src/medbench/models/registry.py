@@ -22,6 +22,7 @@ def create_model(
     pretrained_path: str | None = None,
     input_size: int | None = None,
     keep_output_neurons: bool = False,
+    init: str = "library",
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model; optionally load weights from a local file (never downloads).
@@ -29,11 +30,20 @@ def create_model(
     ``keep_output_neurons`` (twice-transfer learning, survey 4.2.5): when the class count
     differs from the source's, the classifier rows of the classes both share (the first ones)
     keep their trained weights instead of being re-initialised.
+    ``init``: ``library`` keeps the builder's initialisation (timm's ResNets: Kaiming fan-out,
+    last BN of each block zeroed); ``pytorch`` resets every layer to PyTorch's defaults, as
+    reference code built from plain ``nn`` modules has (MedMNIST v2's ResNets).
     """
     entry = MODELS.get(name)
     if input_size is not None:
         check_input_size(name, input_size)
     model = entry.builder(in_chans=in_chans, num_classes=num_classes, **kwargs)
+    if init == "pytorch":
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    elif init != "library":
+        raise ConfigError(f"model.init={init!r} is not one of: library, pytorch")
     if pretrained_path:
         load_pretrained(model, pretrained_path, keep_output_neurons=keep_output_neurons)
     return model
