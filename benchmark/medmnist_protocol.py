@@ -79,8 +79,7 @@ def report(uri: str) -> str:
     for r in runs:
         name = r.data.tags.get("choice.experiment", "?")
         init = r.data.params.get("model.init", "library")
-        key = (name if init == "library" else f"{name} (init={init})",
-               r.data.params.get("trainer.max_epochs"))
+        key = (f"{name} (init={init})", r.data.params.get("trainer.max_epochs"))
         groups.setdefault(key, []).append(r)
     lines = [
         "# MedMNIST v2 protocol: medbench vs the published ResNet-18 (28)", "",
