@@ -51,8 +51,8 @@ class TestTrace(pl.Callback):
             probs = torch.cat([pl_module.probabilities(pl_module(x))
                                for x in self.images.split(256)])
         pl_module.train(was_training)
-        inputs = probs[:, 1] if pl_module.task == "binary" else probs
-        pl_module.log_dict({k: v.item() for k, v in self.metrics(inputs, self.labels).items()})
+        values = self.metrics(pl_module._metric_inputs(probs), self.labels)
+        pl_module.log_dict({k: v.item() for k, v in values.items()})
         self.metrics.reset()
 
 
@@ -63,6 +63,11 @@ def run(experiment: str, seeds: list[int], extra: list[str], trace: bool = False
         _, metrics = train_run(cfg, callbacks=[TestTrace()] if trace else [])
         print(f"{experiment} seed {seed}: test/auc {metrics['test/auc']:.4f} "
               f"test/acc {metrics['test/acc']:.4f}", flush=True)
+
+
+def _init(run) -> str:
+    """The run's model.init; runs from before the option existed used the library's."""
+    return run.data.params.get("model.init", "library")
 
 
 def _fmt(values: list[float]) -> str:
@@ -77,9 +82,8 @@ def report(uri: str) -> str:
                               max_results=1000) if exp else []
     groups: dict[tuple[str, str], list] = {}
     for r in runs:
-        name = r.data.tags.get("choice.experiment", "?")
-        init = r.data.params.get("model.init", "library")
-        key = (f"{name} (init={init})", r.data.params.get("trainer.max_epochs"))
+        key = (f"{r.data.tags.get('choice.experiment', '?')} (init={_init(r)})",
+               r.data.params.get("trainer.max_epochs"))
         groups.setdefault(key, []).append(r)
     lines = [
         "# MedMNIST v2 protocol: medbench vs the published ResNet-18 (28)", "",
@@ -126,8 +130,7 @@ def trace_lines(client: MlflowClient, runs: list) -> list[str]:
              "| run | selected epoch | test ACC there | test ACC over epochs: min / median / max "
              "| epochs with test ACC >= published | test AUC over epochs: min / median / max |",
              "|---|---|---|---|---|---|"]
-    for r in sorted(traced, key=lambda r: (r.data.params.get("model.init", ""),
-                                           int(r.data.tags.get("seed", 0)))):
+    for r in sorted(traced, key=lambda r: (_init(r), int(r.data.tags.get("seed", 0)))):
         history = {key: [m.value for m in sorted(client.get_metric_history(r.info.run_id, key),
                                                  key=lambda m: m.step)]
                    for key in ("val/auc", "trace/test_acc", "trace/test_auc")}
@@ -135,8 +138,8 @@ def trace_lines(client: MlflowClient, runs: list) -> list[str]:
         best = val.index(max(val))
         published = float(r.data.params.get("reference.test/acc", "nan"))
         above = sum(a >= published - 1e-9 for a in acc)
-        label = (f"{r.data.tags.get('choice.experiment')} init="
-                 f"{r.data.params.get('model.init', 'library')} s{r.data.tags.get('seed')}")
+        label = (f"{r.data.tags.get('choice.experiment')} init={_init(r)} "
+                 f"s{r.data.tags.get('seed')}")
         lines.append(
             f"| {label} | {best} | {acc[best]:.3f} | {min(acc):.3f} / "
             f"{statistics.median(acc):.3f} / {max(acc):.3f} | {above} of {len(acc)} | "

@@ -35,6 +35,8 @@ def create_model(
     reference code built from plain ``nn`` modules has (MedMNIST v2's ResNets).
     """
     entry = MODELS.get(name)
+    if init not in ("library", "pytorch"):
+        raise ConfigError(f"model.init={init!r} is not one of: library, pytorch")
     if input_size is not None:
         check_input_size(name, input_size)
     model = entry.builder(in_chans=in_chans, num_classes=num_classes, **kwargs)
@@ -42,8 +44,6 @@ def create_model(
         for module in model.modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
-    elif init != "library":
-        raise ConfigError(f"model.init={init!r} is not one of: library, pytorch")
     if pretrained_path:
         load_pretrained(model, pretrained_path, keep_output_neurons=keep_output_neurons)
     return model
