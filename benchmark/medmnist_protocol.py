@@ -18,6 +18,7 @@ import argparse
 import platform
 import statistics
 import sys
+from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
@@ -89,6 +90,8 @@ def report(uri: str) -> str:
         "# MedMNIST v2 protocol: medbench vs the published ResNet-18 (28)", "",
         "Protocol: 100 epochs, Adam lr 1e-3, batch 128, lr x0.1 at 50% and 75% of training,",
         "no augmentation, checkpoint with the best validation AUC tested; seeds 0, 1, 2.",
+        "A row with fewer epochs is a shortened schedule (same lr drops, at 50% and 75% of its",
+        "epochs), not the protocol.",
         f"Machine: {platform.machine()} {platform.processor() or ''}, torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads, CPU.",
         "Command: `python benchmark/medmnist_protocol.py run <experiment> --seeds 0 1 2` then "
@@ -126,7 +129,7 @@ def trace_lines(client: MlflowClient, runs: list) -> list[str]:
     if not traced:
         return []
     lines = ["", "Test metrics after every epoch (`run --trace`; diagnostic, not used for "
-             "selection): the selected epoch (best val AUC) against all 100.", "",
+             "selection): the selected epoch (best val AUC) against every epoch.", "",
              "| run | selected epoch | test ACC there | test ACC over epochs: min / median / max "
              "| epochs with test ACC >= published | test AUC over epochs: min / median / max |",
              "|---|---|---|---|---|---|"]
@@ -155,15 +158,17 @@ def main() -> None:
     p_run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p_run.add_argument("--trace", action="store_true",
                        help="log test metrics after every epoch (diagnostic only)")
-    p_run.add_argument("overrides", nargs="*")
+    p_run.add_argument("overrides", nargs="*", help="Hydra overrides; put them before the options")
     p_rep = sub.add_parser("report")
     p_rep.add_argument("--uri", default=f"sqlite:///{REPO_ROOT / 'results' / 'mlflow.db'}")
+    p_rep.add_argument("--output", type=Path, default=OUTPUT,
+                       help="where the markdown report is written (default: %(default)s)")
     args = parser.parse_args()
     if args.command == "run":
         run(args.experiment, args.seeds, args.overrides, args.trace)
     else:
         text = report(args.uri)
-        OUTPUT.write_text(text)
+        args.output.write_text(text)
         sys.stdout.write(text)
 
 
