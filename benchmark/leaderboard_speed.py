@@ -14,6 +14,7 @@ each repetition in a fresh process, and reports the median and the phases.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import subprocess
@@ -22,6 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from medbench.provenance import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 STORE = REPO / "results" / "cache" / "leaderboard_speed"
@@ -119,7 +122,7 @@ def report(reps: int) -> str:
         "# Leaderboard build time over 10,000 tracked runs", "",
         f"Command: `python benchmark/leaderboard_speed.py write --runs {int(median['runs'])}` "
         f"then `python benchmark/leaderboard_speed.py time --reps {reps}`.",
-        f"Machine: {platform.machine()}, {platform.processor() or 'CPU'}, 2 cores; "
+        f"Machine: {cpu_model()} ({platform.machine()}), {os.cpu_count()} cores; "
         f"Python {platform.python_version()}; store: SQLite through MLflow's API.", "",
         f"{int(median['runs'])} finished runs (each: ~150 params, ~35 tags, 80 history "
         f"points, 12 summary metrics, a predictions CSV), 40 methods x 2 datasets. Each "

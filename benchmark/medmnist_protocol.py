@@ -15,7 +15,6 @@ the mean AUC is within 0.02 of the published AUC.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from medbench.config import REPO_ROOT, compose_config
 from medbench.metrics.classification import scalar_metrics
+from medbench.provenance import describe_machine
 from medbench.train import train_run
 
 EXPERIMENT = "medmnist_v2_protocol"
@@ -76,9 +76,10 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} +- {std:.3f}"
 
 
-def report(uri: str) -> str:
+def report(uri: str, experiment: str = EXPERIMENT) -> str:
+    """The markdown report of every FINISHED run in the MLflow experiment ``experiment``."""
     client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(EXPERIMENT)
+    exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
                               max_results=1000) if exp else []
     groups: dict[tuple[str, str], list] = {}
@@ -92,14 +93,13 @@ def report(uri: str) -> str:
         "no augmentation, checkpoint with the best validation AUC tested; seeds 0, 1, 2.",
         "A row with fewer epochs is a shortened schedule (same lr drops, at 50% and 75% of its",
         "epochs), not the protocol.",
-        f"Machine: {platform.machine()} {platform.processor() or ''}, torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads, CPU.",
+        "The machine column is what each run recorded (its machine.* tags).",
         "Command: `python benchmark/medmnist_protocol.py run <experiment> --seeds 0 1 2` then "
         "`python benchmark/medmnist_protocol.py report`.", "",
         "| experiment | epochs | seeds | test AUC (mean +- std) | published AUC | "
         "test ACC (mean +- std) | published ACC | AUC in 2 std | ACC in 2 std | "
-        "mean AUC within 0.02 | per-seed AUC / ACC |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "mean AUC within 0.02 | per-seed AUC / ACC | machine |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (name, epochs), group in sorted(groups.items()):
         group.sort(key=lambda r: int(r.data.tags.get("seed", 0)))
@@ -115,11 +115,12 @@ def report(uri: str) -> str:
             return "yes" if abs(published - mean) <= 2 * std else "no"
 
         close = "yes" if abs(statistics.mean(auc) - pub_auc) <= 0.02 else "no"
+        machines = "; ".join(sorted({describe_machine(r.data.tags) for r in group}))
         seeds = ", ".join(f"s{r.data.tags.get('seed')}: {a:.3f} / {c:.3f}"
                           for r, a, c in zip(group, auc, acc, strict=True))
         lines.append(f"| {name} | {epochs} | {len(group)} | {_fmt(auc)} | {pub_auc:.3f} | "
                      f"{_fmt(acc)} | {pub_acc:.3f} | {within(auc, pub_auc)} | "
-                     f"{within(acc, pub_acc)} | {close} | {seeds} |")
+                     f"{within(acc, pub_acc)} | {close} | {seeds} | {machines} |")
     return "\n".join(lines + trace_lines(client, runs)) + "\n"
 
 
@@ -161,13 +162,14 @@ def main() -> None:
     p_run.add_argument("overrides", nargs="*", help="Hydra overrides; put them before the options")
     p_rep = sub.add_parser("report")
     p_rep.add_argument("--uri", default=f"sqlite:///{REPO_ROOT / 'results' / 'mlflow.db'}")
+    p_rep.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment to read")
     p_rep.add_argument("--output", type=Path, default=OUTPUT,
                        help="where the markdown report is written (default: %(default)s)")
     args = parser.parse_args()
     if args.command == "run":
         run(args.experiment, args.seeds, args.overrides, args.trace)
     else:
-        text = report(args.uri)
+        text = report(args.uri, args.experiment)
         args.output.write_text(text)
         sys.stdout.write(text)
 

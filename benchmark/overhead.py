@@ -19,7 +19,6 @@ with augmentation on (`augment=basic`), and the time spent in MLflow calls.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import tempfile
 import time
@@ -32,6 +31,7 @@ from torch.nn import functional as F
 
 from medbench.config import REPO_ROOT, compose_config
 from medbench.models import create_model
+from medbench.provenance import describe_machine, machine_tags
 from medbench.tracking import Tracker
 from medbench.tracking.mlflow_run import RunLogger
 from medbench.train import build_datamodule, train_run
@@ -191,8 +191,8 @@ def main() -> None:
     args = parser.parse_args()
     lines = [
         "# Framework overhead: `medbench train` vs a plain PyTorch loop", "",
-        f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, CPU only, "
-        f"torch {torch.__version__}, Lightning {pl.__version__}. Model ResNet-18 (28) on the "
+        f"Machine: {describe_machine(machine_tags())}, Lightning {pl.__version__}. "
+        "Model ResNet-18 (28) on the "
         "real BreastMNIST (546 training images, batch 128: 5 steps per epoch), Adam.",
         f"Command: `python benchmark/overhead.py --reps {args.reps} --sizes "
         f"{' '.join(map(str, args.sizes))} --epochs {' '.join(map(str, args.epochs))}`; "

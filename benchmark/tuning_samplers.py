@@ -15,17 +15,15 @@ that trial), epochs consumed over all trials, and wall time.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 from pathlib import Path
 
 import optuna
-import torch
 from mlflow.tracking import MlflowClient
 
 from medbench.config import REPO_ROOT
+from medbench.provenance import describe_machine, machine_tags
 from medbench.tuning.driver import tune
 
 OUTPUT = REPO_ROOT / "results" / "tuning_samplers.md"
@@ -80,8 +78,7 @@ def report(n_trials: int, epochs: int) -> str:
         f"1e-5..1e-1 log; weight decay 1e-6..1e-2 log; batch 32/64/128); {n_trials} trials per "
         f"study, up to {epochs} epochs per trial; objective: best val AUC of the trial; the test "
         f"AUC is that of the best trial's own selected checkpoint.",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), CPU only; other jobs shared the cores, so wall "
+        f"Machine: {describe_machine(machine_tags())}; other jobs shared the cores, so wall "
         "times compare strategies only roughly.",
         f"Command: `python benchmark/tuning_samplers.py run --seeds 0 1 --n-trials {n_trials} "
         f"--epochs {epochs}` then `python benchmark/tuning_samplers.py report`.", "",
@@ -119,8 +116,7 @@ def study_table(name: str, title: str, command: str) -> str:
              f"Optuna study `{name}` ({parent['optuna.sampler']}, {parent['optuna.pruner']}); "
              "objective: best val AUC of each trial; test "
              "metrics of each trial's own selected checkpoint.",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch "
-             f"{torch.__version__}, CPU only.", f"Command: `{command}`.", "",
+             f"Machine: {describe_machine(machine_tags())}.", f"Command: `{command}`.", "",
              "| trial | state | val AUC | test AUC | test ACC | test sensitivity | "
              "test specificity | epochs | minutes | " + " | ".join(params) + " |",
              "|" + "---|" * (9 + len(params))]

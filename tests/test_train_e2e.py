@@ -1,12 +1,17 @@
 """End-to-end training on the real BreastMNIST, checked through the MLflow run it produced."""
 
+import importlib.util
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from medbench.config import REPO_ROOT
 from medbench.models import create_model
+from medbench.provenance import describe_machine, machine_tags
 from medbench.train import train
 
 
@@ -27,6 +32,10 @@ def test_breastmnist_run_is_fully_tracked(make_cfg, mlflow_client, only_run, res
     assert run.data.metrics["model/macs"] > 4e8
     assert run.data.metrics["time/fit_s"] > 0 and run.data.metrics["time/test_ms_per_image"] > 0
     assert tags["medbench.kind"] == "run" and len(tags["medbench.config_hash"]) == 12
+    # the machine it ran on, as benchmark tables cite it
+    assert tags["machine.accelerator"] == "cpu" and tags["machine.cores"] == str(os.cpu_count())
+    assert tags["machine.torch"] == torch.__version__
+    assert describe_machine(tags).startswith("CPU only; ")
     history = mlflow_client.get_metric_history(run.info.run_id, "val/auc")
     assert len(history) == 3  # one value per epoch
     artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
@@ -59,6 +68,20 @@ def test_breastmnist_run_is_fully_tracked(make_cfg, mlflow_client, only_run, res
     assert frame["index"].tolist() == list(range(156))
     assert (frame["label"].to_numpy() == labels).all()
     assert abs(roc_auc_score(frame["label"], frame["prob_1"]) - metrics["test/auc"]) < 1e-4
+
+    # the MedMNIST protocol report reads the run back: its figures, the published row and
+    # the machine the run recorded
+    path = REPO_ROOT / "benchmark" / "medmnist_protocol.py"
+    spec = importlib.util.spec_from_file_location("medmnist_protocol", path)
+    protocol = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(protocol)
+    experiment = mlflow_client.get_experiment(run.info.experiment_id).name
+    [row] = [line for line in protocol.report(mlflow_client.tracking_uri, experiment)
+             .splitlines() if line.startswith("| breastmnist_resnet18")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[:3] == ["breastmnist_resnet18 (init=pytorch)", "3", "1"]
+    assert cells[3].startswith(f"{metrics['test/auc']:.3f}") and cells[4] == "0.901"
+    assert cells[-1] == describe_machine(tags)
 
 
 def test_same_seed_same_metrics_on_cpu(make_cfg, results_dir):
@@ -163,3 +186,17 @@ def test_two_stream_on_two_views_of_real_breastmnist(make_cfg, only_run):
     run = only_run()
     assert run.info.status == "FINISHED" and run.data.params["model.kwargs.streams"] == "2"
     assert 0.0 <= metrics["test/auc"] <= 1.0
+
+
+def test_machine_tags_name_the_device_lightning_uses(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert machine_tags("auto")["machine.accelerator"] == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "NVIDIA H200")
+    assert machine_tags("cpu")["machine.accelerator"] == "cpu"
+    tags = machine_tags("gpu")
+    assert tags["machine.accelerator"] == "NVIDIA H200 (2 visible)"
+    assert describe_machine(tags).startswith("NVIDIA H200 (2 visible); ")
+    assert describe_machine({}) == "not recorded"  # a run logged before the tags existed

@@ -15,6 +15,7 @@ from medbench.data import DATAMODULES, ClassificationDataModule
 from medbench.errors import ConfigError, DataError
 from medbench.models import create_model
 from medbench.models.profile import count_macs, count_parameters
+from medbench.provenance import machine_tags
 from medbench.repeats import config_hash
 from medbench.tasks import TASKS, TestOutcome
 from medbench.tasks.fit import monitor_mode
@@ -78,7 +79,8 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
     """What the leaderboard groups and labels runs by (it reads tags and metrics only)."""
     tags = {"task": cfg.task.name, "dataset": dataset_name(cfg), "model": cfg.model.name,
             "seed": str(cfg.seed), "git_commit": git_commit(REPO_ROOT),
-            "medbench.kind": "run", "medbench.config_hash": config_hash(cfg)}
+            "medbench.kind": "run", "medbench.config_hash": config_hash(cfg),
+            **machine_tags(str(cfg.trainer.get("accelerator", "cpu")))}
     if (cfg.get("cv") or {}).get("folds"):
         tags.update({"cv.folds": str(cfg.cv.folds), "cv.fold": str(cfg.cv.fold)})
     tags.update({f"choice.{k}": str(v) for k, v in (cfg.get("choices") or {}).items()
