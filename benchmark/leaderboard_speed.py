@@ -122,7 +122,7 @@ def report(reps: int) -> str:
         "# Leaderboard build time over 10,000 tracked runs", "",
         f"Command: `python benchmark/leaderboard_speed.py write --runs {int(median['runs'])}` "
         f"then `python benchmark/leaderboard_speed.py time --reps {reps}`.",
-        f"Machine: {cpu_model()} ({platform.machine()}), {os.cpu_count()} cores; "
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores; "
         f"Python {platform.python_version()}; store: SQLite through MLflow's API.", "",
         f"{int(median['runs'])} finished runs (each: ~150 params, ~35 tags, 80 history "
         f"points, 12 summary metrics, a predictions CSV), 40 methods x 2 datasets. Each "

@@ -23,14 +23,16 @@ def git_commit(repo: Path) -> str:
 
 
 def cpu_model() -> str:
-    """The CPU's marketing name (Linux's /proc/cpuinfo), else what ``platform`` knows."""
+    """The CPU's marketing name (Linux's /proc/cpuinfo, else ``platform``) and architecture."""
+    name = platform.processor() or "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
+                break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return f"{name} ({platform.machine()})"
 
 
 def machine_tags(accelerator: str = "cpu") -> dict[str, str]:
@@ -46,7 +48,7 @@ def machine_tags(accelerator: str = "cpu") -> dict[str, str]:
     else:
         device = "cpu" if accelerator == "auto" else accelerator
     return {
-        "machine.cpu": f"{cpu_model()} ({platform.machine()})",
+        "machine.cpu": cpu_model(),
         "machine.cores": str(os.cpu_count()),
         "machine.threads": str(torch.get_num_threads()),
         "machine.torch": torch.__version__,
