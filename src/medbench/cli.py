@@ -211,10 +211,11 @@ def _datasets(_: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    width = max(map(len, COMMANDS)) + 2
     parser = argparse.ArgumentParser(
         prog="medbench", description="Benchmark CNNs on medical images (Hydra + Lightning + "
         "MLflow).", formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="commands:\n" + "\n".join(f"  {k:<10}{v}" for k, v in COMMANDS.items()))
+        epilog="commands:\n" + "\n".join(f"  {k:<{width}}{v}" for k, v in COMMANDS.items()))
     parser.add_argument("command", choices=[*COMMANDS, *HIDDEN], metavar="command",
                         help=", ".join(COMMANDS))
     parser.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides")
