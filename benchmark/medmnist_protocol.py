@@ -38,9 +38,9 @@ class TestTrace(pl.Callback):
     def on_fit_start(self, trainer, pl_module) -> None:
         with torch.random.fork_rng():  # a DataLoader iterator draws its base seed
             batches = list(trainer.datamodule.test_dataloader())
-        self.images = torch.cat([b[0] for b in batches])
-        self.labels = torch.cat([b[1] for b in batches]).long()
-        self.metrics = scalar_metrics(pl_module.task, pl_module.num_classes).clone(
+        self.images = torch.cat([b["image"] for b in batches])
+        self.labels = torch.cat([b["target"] for b in batches]).long()
+        self.metrics = scalar_metrics(pl_module.label_type, pl_module.num_classes).clone(
             prefix="trace/test_")
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
@@ -49,10 +49,10 @@ class TestTrace(pl.Callback):
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad():
-            probs = torch.cat([pl_module.probabilities(pl_module(x))
+            probs = torch.cat([pl_module.predictions(pl_module(x))
                                for x in self.images.split(256)])
         pl_module.train(was_training)
-        values = self.metrics(pl_module._metric_inputs(probs), self.labels)
+        values = self.metrics(pl_module.metric_inputs(probs), self.labels)
         pl_module.log_dict({k: v.item() for k, v in values.items()})
         self.metrics.reset()
 

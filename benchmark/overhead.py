@@ -74,7 +74,7 @@ class EpochTimer(pl.Callback):
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.images += len(batch[1])
+        self.images += len(batch["index"])
         self._last_batch = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -99,7 +99,7 @@ class PairedFloor(EpochTimer):
 
             self._net = copy.deepcopy(pl_module.net)
             self._optimizer = torch.optim.Adam(self._net.parameters(), lr=1e-3)
-        images, labels, _ = batch
+        images, labels = batch["image"], batch["target"]
         start = time.perf_counter()
         loss = F.cross_entropy(
             self._net(images.contiguous(memory_format=torch.channels_last)), labels)
@@ -146,7 +146,8 @@ def run_plain(size: int, epochs: int) -> dict[str, float]:
         cfg = compose_config(overrides(size, epochs, Path(tmp)))
     datamodule = build_datamodule(cfg)
     datamodule.setup()
-    images, labels = zip(*[(x, y) for x, y, _ in datamodule.train_dataloader()], strict=True)
+    images, labels = zip(*[(b["image"], b["target"]) for b in datamodule.train_dataloader()],
+                         strict=True)
     pl.seed_everything(cfg.seed, verbose=False)
     net = create_model("resnet18_28", 1, 2).to(memory_format=torch.channels_last)
     net.train()

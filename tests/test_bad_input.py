@@ -67,9 +67,9 @@ def test_labels_out_of_range(run_cli, tmp_path):
 
 
 def test_non_finite_loss(run_cli):
-    line = run_cli("model=lenet5", "task.optimizer._target_=torch.optim.SGD",
-                   "task.optimizer.lr=1e36")
-    assert "training loss is inf at epoch 0" in line and "lower task.optimizer.lr" in line
+    line = run_cli("model=lenet5", "runner.optimizer._target_=torch.optim.SGD",
+                   "runner.optimizer.lr=1e36")
+    assert "training loss is inf at epoch 0" in line and "lower runner.optimizer.lr" in line
 
 
 def test_model_too_small_for_input(run_cli):
@@ -95,8 +95,8 @@ def test_console_script_exit_code_and_single_line(results_dir):
 
 
 def test_unknown_class_weighting(run_cli):
-    line = run_cli("task.class_weighting=inverse")
-    assert "task.class_weighting: expected null or 'balanced', got 'inverse'" in line
+    line = run_cli("runner.class_weighting=inverse")
+    assert "runner.class_weighting: expected null or 'balanced', got 'inverse'" in line
 
 
 def test_pretrained_run_not_found(run_cli):
@@ -104,9 +104,12 @@ def test_pretrained_run_not_found(run_cli):
     assert "run '0123abcd' not found in" in line
 
 
-def test_unknown_task_suggests(run_cli):
-    line = run_cli("task.name=clasification")
-    assert "unknown task 'clasification'; did you mean 'classification'" in line
+def test_unknown_runner_suggests_before_any_run(results_dir, capsys):
+    code = main(["train", f"paths.results_dir={results_dir}", "runner.name=lightnin"])
+    err = capsys.readouterr().err
+    assert code == 1 and "unknown runner 'lightnin' for classification; did you mean " \
+        "'lightning'? (known: lightning, deep_features)" in err and "Traceback" not in err
+    assert not (results_dir / "mlflow.db").exists()  # refused before a run was opened
 
 
 def test_tracking_uri_must_be_a_uri(results_dir, capsys):
@@ -143,7 +146,7 @@ def test_survey_entry_not_runnable_yet_refuses_to_train(results_dir, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
     assert err[0].startswith("error: survey entry 'pereira2015_small_kernel_glioma' is not "
-                             "runnable yet: segmentation task")
+                             "runnable yet: segmentation family")
     assert not (results_dir / "mlflow.db").exists()  # refused before any run was opened
 
 

@@ -51,7 +51,8 @@ def test_experiment_matches_paper(paper):
     assert (SURVEY_DIR / f"{pid}.yaml").is_file(), f"experiments/survey/{pid}.yaml is missing"
     survey = OmegaConf.to_container(compose_config([f"experiment=survey/{pid}"]).survey)
     assert survey["id"] == pid
-    for key in ("section", "task", "organ"):
+    assert survey["family"] == paper["task"], f"{pid}: survey.family is the paper's task"
+    for key in ("section", "organ"):
         assert _same(survey[key], paper[key]), f"{pid}: survey.{key}"
     ours, theirs = survey.get("reported") or {}, paper.get("reported") or {}
     assert set(ours) == set(theirs), f"{pid}: reported figures differ in their names"

@@ -15,7 +15,7 @@ def test_experiment_preset_from_top_level_folder_and_overrides():
     cfg = compose_config(["experiment=breastmnist_resnet18", "trainer.max_epochs=5", "seed=1"])
     assert cfg.data.flag == "breastmnist" and cfg.model.name == "resnet18_28"
     assert cfg.trainer.max_epochs == 5 and cfg.seed == 1
-    assert cfg.task.scheduler.max_epochs == 5  # milestones follow the epoch budget
+    assert cfg.runner.scheduler.max_epochs == 5  # milestones follow the epoch budget
     assert cfg.reference["test/auc"] == 0.901
     assert cfg.choices.experiment == "breastmnist_resnet18"
 

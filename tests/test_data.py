@@ -14,10 +14,12 @@ from medbench.errors import ConfigError, DataError
 def test_breastmnist_real_splits_and_metadata(data_dir):
     dm = MedMNISTDataModule("breastmnist", root=str(data_dir))
     dm.setup()
-    assert dm.info.task == "binary" and dm.info.num_classes == 2 and dm.info.in_chans == 1
+    assert dm.info.label_type == "binary" and dm.info.num_classes == 2 and dm.info.in_chans == 1
     assert dm.summary()["class_counts_train"] == [147, 399]
     assert [len(dm.splits[s][1]) for s in ("train", "val", "test")] == [546, 78, 156]
-    images, labels, index = next(iter(dm.test_dataloader()))
+    batch = next(iter(dm.test_dataloader()))  # items are dicts: image, target, index
+    images, index = batch["image"], batch["index"]
+    assert set(batch) == {"image", "target", "index"} and batch["target"].dtype == torch.int64
     assert images.shape == (128, 1, 28, 28)
     assert images.dtype == torch.float32 and -1.0 <= images.min() and images.max() <= 1.0
     assert index[:3].tolist() == [0, 1, 2]
@@ -67,7 +69,7 @@ def test_labels_out_of_range(tmp_path):
 
 def test_weighted_sampler_balances_classes(data_dir):
     dm = MedMNISTDataModule("breastmnist", root=str(data_dir), sampler="weighted", seed=0)
-    labels = torch.cat([batch[1] for batch in dm.train_dataloader()])
+    labels = torch.cat([batch["target"] for batch in dm.train_dataloader()])
     share = labels.float().mean().item()  # class 1 is 73% of the training set
     assert 0.4 < share < 0.6
     weights = dm.class_weights()
@@ -105,7 +107,7 @@ def test_csv_manifest_groups_patients_and_rejects_escapes(tmp_path):
     manifest.write_text("\n".join(rows))
     dm = CSVManifestDataModule(str(manifest), seed=0)
     dm.setup()
-    assert dm.info.task == "binary" and dm.info.label_names == ["normal", "tumour"]
+    assert dm.info.label_type == "binary" and dm.info.label_names == ["normal", "tumour"]
     patients = {s: {p.name for p in dm.splits[s][0].paths} for s in ("train", "val", "test")}
     by_patient = {s: {int(n.split(".")[0]) // 2 for n in names} for s, names in patients.items()}
     assert not (by_patient["train"] & by_patient["test"]) and not (by_patient["train"]
@@ -121,10 +123,11 @@ def test_csv_manifest_multilabel_and_fixed_splits(tmp_path):
         _png(tmp_path / f"{i}.png", 10 * i, mode="RGB")
         rows.append(f"{i}.png,{'a|b' if i % 2 else 'b'},{split}")
     (tmp_path / "m.csv").write_text("\n".join(rows))
-    dm = CSVManifestDataModule(str(tmp_path / "m.csv"), task="multilabel", in_chans=3)
+    dm = CSVManifestDataModule(str(tmp_path / "m.csv"), label_type="multilabel", in_chans=3)
     dm.setup()
     assert dm.splits["train"][1].tolist() == [[0, 1], [1, 1], [0, 1], [1, 1]]
-    image, label, _ = dm.eval_dataloader("val").dataset[0]
+    item = dm.eval_dataloader("val").dataset[0]
+    image, label = item["image"], item["target"]
     assert image.shape == (3, 16, 16) and label.tolist() == [0.0, 1.0]
 
 
@@ -134,7 +137,7 @@ def test_image_folder_and_channel_mismatch(tmp_path):
             _png(tmp_path / split / cls / "x.png", 100)
     dm = ImageFolderDataModule(str(tmp_path), in_chans=1)
     dm.setup()
-    assert dm.info.task == "multiclass" and dm.info.num_classes == 3
+    assert dm.info.label_type == "multiclass" and dm.info.num_classes == 3
     assert dm.splits["train"][1].tolist() == [0, 1, 2]
     with pytest.raises(DataError, match="folder not found"):
         ImageFolderDataModule(str(tmp_path / "nope"))
@@ -142,4 +145,4 @@ def test_image_folder_and_channel_mismatch(tmp_path):
     with pytest.raises(DataError, match=r"images differ in size .* set data.resize="):
         ImageFolderDataModule(str(tmp_path)).setup()
     resized = ImageFolderDataModule(str(tmp_path), resize=24)
-    assert resized.eval_dataloader("test").dataset[1][0].shape == (1, 24, 24)
+    assert resized.eval_dataloader("test").dataset[1]["image"].shape == (1, 24, 24)

@@ -139,7 +139,7 @@ def test_catalog_selectors():
     assert [e.id for e in select("4.3.2", entries)] == ["gao2014_six_layer_hep2"]
     assert {e.section for e in select("4.2", entries)} == {f"4.2.{i}" for i in range(1, 6)}
     assert len(select("table15", entries)) == 41
-    assert all(e.task == "segmentation" for e in select("table12", entries))
+    assert all(e.family == "segmentation" for e in select("table12", entries))
     assert select("table05", entries) == select("table5", entries)
     assert set(SURVEY_TABLES) == {f"table{i}" for i in range(5, 16)}
     with pytest.raises(ConfigError, match="did you mean gao2014_six_layer_hep2"):

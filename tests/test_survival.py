@@ -19,7 +19,7 @@ from medbench.errors import ConfigError
 from medbench.train import train
 
 ARGS = ["model=lenet5", "data.batch_size=4", "trainer.max_epochs=5", "seed=11",
-        "trainer.enable_progress_bar=false", "task.optimizer.lr=0.003"]
+        "trainer.enable_progress_bar=false", "runner.optimizer.lr=0.003"]
 
 
 def start(results_dir: Path, *extra: str) -> subprocess.Popen:

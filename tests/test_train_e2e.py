@@ -56,7 +56,7 @@ def test_breastmnist_run_is_fully_tracked(make_cfg, mlflow_client, only_run, res
 
     dm = MedMNISTDataModule("breastmnist")
     with torch.no_grad():
-        probs = torch.cat([net(x).softmax(1) for x, _, _ in dm.test_dataloader()])
+        probs = torch.cat([net(b["image"]).softmax(1) for b in dm.test_dataloader()])
     labels = dm.splits["test"][1]
     assert abs(roc_auc_score(labels, probs[:, 1]) - metrics["test/auc"]) < 1e-5
 
@@ -108,15 +108,15 @@ def test_user_folder_multiclass_with_augmentation_sampler_and_weights(make_cfg, 
     metrics = train(make_cfg(
         "data=image_folder", f"data.root={tmp_path / 'imgs'}", "data.in_chans=3",
         "data.normalize.mean=[0.5,0.5,0.5]", "data.normalize.std=[0.5,0.5,0.5]",
-        "data.sampler=weighted", "task.class_weighting=balanced", "augment=survey",
+        "data.sampler=weighted", "runner.class_weighting=balanced", "augment=survey",
         "model=lenet5", "trainer.max_epochs=3", "monitor=val/loss", "data.batch_size=16"))
     run = only_run()
     assert run.info.status == "FINISHED" and run.data.tags["label_type"] == "multiclass"
     assert 0.0 <= metrics["test/auc"] <= 1.0 and "test/kappa" in metrics
 
 
-@pytest.mark.parametrize("task", ["multilabel", "ordinal"])
-def test_manifest_multilabel_and_ordinal_train(task, make_cfg, tmp_path, only_run,
+@pytest.mark.parametrize("label_type", ["multilabel", "ordinal"])
+def test_manifest_multilabel_and_ordinal_train(label_type, make_cfg, tmp_path, only_run,
                                                mlflow_client):
     from PIL import Image
 
@@ -124,19 +124,19 @@ def test_manifest_multilabel_and_ordinal_train(task, make_cfg, tmp_path, only_ru
     rows = ["path,label"]
     for i in range(60):
         Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(tmp_path / f"{i}.png")
-        label = ["a", "b", "a|b"][i % 3] if task == "multilabel" else str(i % 4)
+        label = ["a", "b", "a|b"][i % 3] if label_type == "multilabel" else str(i % 4)
         rows.append(f"{i}.png,{label}")
     (tmp_path / "manifest.csv").write_text("\n".join(rows))
     metrics = train(make_cfg("data=csv_manifest", f"data.manifest={tmp_path / 'manifest.csv'}",
-                             f"data.task={task}", "model=lenet5", "trainer.max_epochs=2",
-                             "task.class_weighting=balanced"))
+                             f"data.label_type={label_type}", "model=lenet5",
+                             "trainer.max_epochs=2", "runner.class_weighting=balanced"))
     run = only_run()
-    assert run.info.status == "FINISHED" and run.data.tags["label_type"] == task
+    assert run.info.status == "FINISHED" and run.data.tags["label_type"] == label_type
     assert {"test/auc", "test/kappa", "test/f1"} <= set(metrics)
     frame = pd.read_csv(mlflow_client.download_artifacts(run.info.run_id, "predictions_test.csv",
                                                          str(tmp_path)))
     assert len(frame) == 12  # 20% of 60
-    expected = {"label_0", "label_1", "prob_0", "prob_1"} if task == "multilabel" else {
+    expected = {"label_0", "label_1", "prob_0", "prob_1"} if label_type == "multilabel" else {
         "label", "prob_0", "prob_3"}
     assert expected <= set(frame.columns)
 
@@ -150,7 +150,7 @@ def test_transfer_from_a_run_then_ensemble_evaluation(make_cfg, mlflow_client, r
                                           mlflow_client.search_experiments()])
     run_id = source.info.run_id
     tuned = train(make_cfg(*base, "seed=2", f"model.pretrained_path=run:{run_id}",
-                           "task.optimizer.lr=0"))  # lr 0: the transferred weights, unchanged
+                           "runner.optimizer.lr=0"))  # lr 0: the transferred weights, unchanged
     assert tuned["test/auc"] == pytest.approx(first["test/auc"], abs=1e-6)
 
     ckpt = next((results_dir / "runs" / run_id / "checkpoints").glob("best-*.ckpt"))
@@ -160,18 +160,18 @@ def test_transfer_from_a_run_then_ensemble_evaluation(make_cfg, mlflow_client, r
     assert ensembled["test/auc"] == pytest.approx(first["test/auc"], abs=1e-6)
 
 
-@pytest.mark.parametrize("task", ["deep_features", "deep_features_svm"])
-def test_deep_features_with_classical_classifier(task, make_cfg, mlflow_client):
+@pytest.mark.parametrize("runner", ["deep_features", "deep_features_svm"])
+def test_deep_features_with_classical_classifier(runner, make_cfg, mlflow_client):
     """Survey 4.1.1 / 4.4.2: features of a trained run's CNN, then RF or SVM, on BreastMNIST."""
     train(make_cfg("data=breastmnist", "model=lenet5", "trainer.max_epochs=1"))
     [source] = mlflow_client.search_runs([e.experiment_id for e in
                                           mlflow_client.search_experiments()])
-    metrics = train(make_cfg("data=breastmnist", "model=lenet5", f"task={task}",
+    metrics = train(make_cfg("data=breastmnist", "model=lenet5", f"runner={runner}",
                              f"model.pretrained_path=run:{source.info.run_id}",
-                             "task.layers=[3,10]"))
+                             "runner.layers=[3,10]"))
     runs = mlflow_client.search_runs([e.experiment_id for e in
                                       mlflow_client.search_experiments()],
-                                     "tags.task = 'deep_features'")
+                                     "tags.runner = 'deep_features'")
     assert [r.info.status for r in runs] == ["FINISHED"]
     assert runs[0].data.tags["features.dim"] == str(16 + 84)  # conv2 maps + fc2 units
     assert 0.5 < metrics["test/auc"] <= 1.0 and "val/auc" in metrics

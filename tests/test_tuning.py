@@ -53,7 +53,7 @@ def worker(args: list[str]) -> subprocess.Popen:
 
 def test_search_space_parsing_and_overrides():
     space = SearchSpace({
-        "lr": {"key": "task.optimizer.lr", "type": "float", "low": 1e-4, "high": 1e-1,
+        "lr": {"key": "runner.optimizer.lr", "type": "float", "low": 1e-4, "high": 1e-1,
                "log": True},
         "batch": {"key": "data.batch_size", "type": "categorical", "choices": [32, 64]},
         "depth": {"key": "+model.kwargs.depth", "type": "int", "low": 2, "high": 6, "step": 2},
@@ -61,7 +61,7 @@ def test_search_space_parsing_and_overrides():
     })
     assert space.distributions["lr"].log
     assert space.overrides({"lr": 1e-05, "model": "lenet5", "depth": 4, "batch": 64}) == [
-        "task.optimizer.lr=1e-05", "model=lenet5", "+model.kwargs.depth=4", "data.batch_size=64"]
+        "runner.optimizer.lr=1e-05", "model=lenet5", "+model.kwargs.depth=4", "data.batch_size=64"]
     assert space.overrides({"model": "a b"}) == ["model='a b'"]
     with pytest.raises(ConfigError, match="grid sampler needs"):
         space.grid()
@@ -77,8 +77,8 @@ def test_search_space_parsing_and_overrides():
 def test_wrong_search_key_fails_before_any_trial(tune_args, results_dir):
     from hydra.errors import ConfigCompositionException
 
-    with pytest.raises(ConfigCompositionException, match="task.optimizer.lrr"):
-        tune(tune_args("search.params.lr.key=task.optimizer.lrr", "study.name=bad"))
+    with pytest.raises(ConfigCompositionException, match="runner.optimizer.lrr"):
+        tune(tune_args("search.params.lr.key=runner.optimizer.lrr", "study.name=bad"))
     assert not (results_dir / "optuna.db").exists() or not optuna.get_all_study_names(
         f"sqlite:///{results_dir}/optuna.db")
 
@@ -101,7 +101,7 @@ def test_pruned_trials_stop_early_and_end_killed(tune_args, results_dir):
         run = by_number[trial.number]
         assert run.data.tags["optuna.state"] == trial.state.name
         assert run.info.status == ("KILLED" if trial.state == TrialState.PRUNED else "FINISHED")
-        assert float(run.data.params["task.optimizer.lr"]) == pytest.approx(trial.params["lr"])
+        assert float(run.data.params["runner.optimizer.lr"]) == pytest.approx(trial.params["lr"])
 
 
 def test_tpe_improves_on_its_first_trial_and_exports_a_runnable_best(tune_args, results_dir):

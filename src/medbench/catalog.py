@@ -24,7 +24,7 @@ class CatalogEntry:
 
     id: str
     section: str
-    task: str
+    family: str  # the survey's task: classification, segmentation, detection, localization
     runnable: bool
     not_runnable: str | None
     data_here: str = ""
@@ -34,7 +34,8 @@ class CatalogEntry:
     def read(cls, path: Path) -> CatalogEntry:
         text = path.read_text(encoding="utf-8")
         survey = (yaml.load(text, Loader=SAFE_LOADER) or {}).get("survey") or {}
-        return cls(path.stem, str(survey.get("section", "")), str(survey.get("task", "")),
+        family = survey.get("family", survey.get("task", ""))  # "task": presets of before
+        return cls(path.stem, str(survey.get("section", "")), str(family),
                    survey.get("runnable", True) is not False, survey.get("not_runnable"),
                    str(survey.get("data_here", "")), dict(survey.get("reported") or {}))
 
@@ -46,16 +47,16 @@ class CatalogEntry:
 
 @dataclass(frozen=True)
 class SurveyTable:
-    """A table of the survey: the entries of some sections (prefixes) of one task, or all."""
+    """A table of the survey: the entries of some sections (prefixes) of one family, or all."""
 
     key: str  # selector, e.g. "table5"
     stem: str  # output file name, e.g. "table05_lung_classification"
     title: str
-    task: str | None  # None: every task
-    sections: tuple[str, ...] = ()  # section prefixes; empty: every section of the task
+    family: str | None  # None: every family
+    sections: tuple[str, ...] = ()  # section prefixes; empty: every section of the family
 
-    def includes(self, section: str, task: str) -> bool:
-        if self.task is not None and task != self.task:
+    def includes(self, section: str, family: str) -> bool:
+        if self.family is not None and family != self.family:
             return False
         return not self.sections or any(f"{section}.".startswith(f"{prefix}.")
                                         for prefix in self.sections)
@@ -102,7 +103,7 @@ def select(selector: str, entries: list[CatalogEntry]) -> list[CatalogEntry]:
         return [by_id[selector]]
     table = SURVEY_TABLES.get(selector.replace("table0", "table"))
     if table is not None:
-        return [e for e in entries if table.includes(e.section, e.task)]
+        return [e for e in entries if table.includes(e.section, e.family)]
     chosen = [e for e in entries if f"{e.section}.".startswith(f"{selector}.")]
     if chosen:
         return chosen

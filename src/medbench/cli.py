@@ -19,7 +19,7 @@ COMMANDS = {
                  "<id|section|table|all> [--seeds 0 1 2] [--quick]",
     "leaderboard": "build the leaderboards from tracked runs: medbench leaderboard [--uri ...]",
     "models": "list the registered models",
-    "datasets": "list the data sources and MedMNIST 2D datasets",
+    "datasets": "list the task families, data sources and MedMNIST 2D datasets",
 }
 
 
@@ -179,10 +179,11 @@ def _models(args: list[str]) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from medbench.family import get_family
     from medbench.models import MODELS, create_model
     from medbench.models.profile import count_macs, count_parameters
 
-    table = Table("model", "family", "source", "task", "min input (px)", "params",
+    table = Table("model", "architecture", "source", "family", "min input (px)", "params",
                   "MACs", "at (px)", title=f"registered models ({options.in_chans} channel(s), "
                   f"{options.num_classes} classes)")
     for entry in MODELS:
@@ -190,13 +191,15 @@ def _models(args: list[str]) -> int:
         minimum = meta.get("min_input_size", 1)
         size = max(options.size, minimum)
         cost = ["members'", "members'", ""]  # a composite's cost is that of its members
+        family = get_family(meta.get("family", "classification"))
         if not meta.get("composite"):
             chans = options.in_chans * meta.get("views", 1)  # two-stream: a group per view
             model = create_model(entry.name, chans, options.num_classes)
+            example = family.example_input(None, (chans, size, size))
             cost = [f"{count_parameters(model) / 1e6:.2f} M",
-                    f"{count_macs(model, chans, size) / 1e6:.1f} M", str(size)]
-        table.add_row(entry.name, meta.get("family", ""), meta.get("source", ""),
-                      meta.get("task", "classification"), str(minimum), *cost)
+                    f"{count_macs(model, example) / 1e6:.1f} M", str(size)]
+        table.add_row(entry.name, meta.get("architecture", ""), meta.get("source", ""),
+                      family.name, str(minimum), *cost)
     Console(width=140).print(table)
     return 0
 
@@ -204,7 +207,9 @@ def _models(args: list[str]) -> int:
 def _datasets(_: list[str]) -> int:
     from medbench.data import DATAMODULES
     from medbench.data.medmnist import flags_2d
+    from medbench.family import family_names
 
+    print("task families:", ", ".join(family_names()))
     print("data sources:", ", ".join(DATAMODULES.names()))
     print("MedMNIST 2D flags (data=medmnist data.flag=<flag>):", ", ".join(flags_2d()))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -11,14 +12,15 @@ from hydra.core.object_type import ObjectType
 from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSource
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from medbench import legacy
 from medbench.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT_GROUP = "experiment"
 # the top-level experiments/ folder is the `experiment` group (ExperimentsConfigSource); set here
 # rather than in train.yaml because Hydra reads a search path from the primary config only, and
-# tune.yaml includes train.yaml
-SEARCH_PATH = "hydra.searchpath=[medbench-experiments://experiments]"
+# tune.yaml includes train.yaml. Plugins' config folders follow it.
+EXPERIMENTS_SOURCE = "medbench-experiments://experiments"
 
 
 def config_dir() -> Path:
@@ -58,7 +60,10 @@ class ExperimentsConfigSource(ConfigSource):
         if full is None or not full.is_file():
             raise ConfigLoadError(f"Config not found : {config_path}")
         text = full.read_text(encoding="utf-8")
-        return ConfigResult(config=OmegaConf.create(text) if text.strip() else OmegaConf.create(),
+        node = OmegaConf.create(text) if text.strip() else OmegaConf.create()
+        if "task" in text:  # a preset in the spelling of before the task-family contract
+            node = OmegaConf.create(legacy.rewrite_experiment(OmegaConf.to_container(node)))
+        return ConfigResult(config=node,
                             path=f"{self.scheme()}://{self.folder}", provider=self.provider,
                             header=ConfigSource._get_header_dict(text[:512]))
 
@@ -98,15 +103,36 @@ def _register() -> None:
 def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` with Hydra overrides, as ``@hydra.main`` would.
 
-    The group options picked (``data: breastmnist``, ``experiment: ...``) land in ``choices``.
+    The group options picked (``data: breastmnist``, ``experiment: ...``) land in ``choices``;
+    ``monitor: auto`` becomes the data's family's own validation metric; overrides in an old
+    spelling (``task.optimizer.lr=...``) are rewritten, with a note.
     """
+    from medbench.family import family_of
+    from medbench.plugins import CONFIG_DIRS, load_plugins
+
     _register()
+    load_plugins()
+    search = ",".join([EXPERIMENTS_SOURCE, *(path.as_uri() for path in CONFIG_DIRS)])
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=[SEARCH_PATH, *(overrides or [])],
+        cfg = compose(config_name=config_name,
+                      overrides=[f"hydra.searchpath=[{search}]", *_current(overrides or [])],
                       return_hydra_config=True)
     choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra")}
     with open_dict(cfg):
         del cfg["hydra"]
         cfg.choices = choices
+        if cfg.get("monitor") == "auto":
+            cfg.monitor = family_of(cfg).default_monitor
     return cfg
+
+
+def _current(overrides: list[str]) -> list[str]:
+    """Overrides in today's spelling; an old one is rewritten with a note on stderr."""
+    out = []
+    for override in overrides:
+        new, old = legacy.rewrite_override(override)
+        if old:
+            print(f"note: '{override}' is now spelled '{new}'", file=sys.stderr)
+        out.append(new)
+    return out

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from medbench import legacy
 from medbench.errors import ConfigError
 
 # keys that say where, how often and with what description a run is recorded, not what is
@@ -18,19 +19,21 @@ BOOKKEEPING = ("seed", "seeds", "resume", "paths", "tracking", "name", "choices"
                "trainer.enable_progress_bar", "trainer.enable_model_summary")
 # Options added after runs were tracked, with their default: a run on the default hashes as
 # it did before the option existed, so adding an option does not split leaderboard rows.
-ADDED_DEFAULTS = {"model.init": "library"}
+ADDED_DEFAULTS = {"model.init": "library", "data.family": "classification"}
 
 
 def config_hash(cfg: DictConfig) -> str:
     """12 hex digits identifying what a run trains and tests: equal for the seeds and folds of
     one configuration, so the leaderboard aggregates them. Values interpolated from the seed
     (a classifier's ``random_state: ${seed}``) and a source run named by
-    ``model.pretrained_path=run:<id>`` (one per seed) count as the same."""
+    ``model.pretrained_path=run:<id>`` (one per seed) count as the same. Keys renamed since
+    hashes were first computed are hashed under their first name (:func:`legacy.hash_layout`),
+    so a configuration keeps its hash, and its leaderboard row, across renames."""
     neutral = cfg.copy()
     with open_dict(neutral):
         neutral.seed = 0
     resolved = OmegaConf.to_container(neutral, resolve=True)
-    values = json.loads(json.dumps(resolved, default=str))
+    values = legacy.hash_layout(json.loads(json.dumps(resolved, default=str)))
     for key in (*BOOKKEEPING, *ADDED_DEFAULTS):
         *parents, leaf = key.split(".")
         node = values

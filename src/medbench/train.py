@@ -1,4 +1,8 @@
-"""`medbench train`: config -> datamodule -> model -> task runner -> MLflow run."""
+"""`medbench train`: config -> data -> model -> family runner -> MLflow run.
+
+The one place a run's outcome is logged: runners return a :class:`RunOutcome` and never see
+the tracker.
+"""
 
 from __future__ import annotations
 
@@ -11,32 +15,36 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from medbench.config import REPO_ROOT
-from medbench.data import DATAMODULES, ClassificationDataModule
+from medbench.data import DATAMODULES, SplitDataModule
 from medbench.errors import ConfigError, DataError
+from medbench.family import Family, family_of
 from medbench.models import create_model
 from medbench.models.profile import count_macs, count_parameters
 from medbench.provenance import machine_tags
 from medbench.repeats import config_hash
-from medbench.tasks import TASKS, TestOutcome
-from medbench.tasks.fit import monitor_mode
+from medbench.tasks.runner import RunContext, RunOutcome
 from medbench.tracking import Tracker, flatten, git_commit, is_rank_zero
-from medbench.tracking.artifacts import plot_confusion_matrix, plot_roc, write_predictions
 from medbench.tracking.liveness import resumable_run
 
 
-def build_datamodule(cfg: DictConfig) -> ClassificationDataModule:
+def build_datamodule(cfg: DictConfig) -> SplitDataModule:
     options = OmegaConf.to_container(cfg.data, resolve=True)
     source = options.pop("source")
+    family = options.pop("family", None) or "classification"
     builder = DATAMODULES.get(source).builder
     augment = OmegaConf.to_container(cfg.augment, resolve=True)
     cv = OmegaConf.to_container(cfg.cv, resolve=True) if cfg.get("cv") else None
     try:
-        return builder(**options, augment=augment, seed=cfg.seed, cv=cv)
+        datamodule = builder(**options, augment=augment, seed=cfg.seed, cv=cv)
     except TypeError as err:
         raise ConfigError(f"data ({source}): {err}") from None
+    if datamodule.info.family != family:
+        raise ConfigError(f"data.family={family} but the '{source}' source serves "
+                          f"{datamodule.info.family} targets")
+    return datamodule
 
 
-def build_model(cfg: DictConfig, datamodule: ClassificationDataModule,
+def build_model(cfg: DictConfig, family: Family, datamodule: SplitDataModule,
                 tracker: Tracker | None = None, run_dir: Path | None = None) -> torch.nn.Module:
     """The registered model sized to the data. ``model.pretrained_path=run:<id>`` starts from
     the checkpoint another run selected (transfer and twice-transfer learning, survey 4.2.5)."""
@@ -52,7 +60,7 @@ def build_model(cfg: DictConfig, datamodule: ClassificationDataModule,
             f"{datamodule.model_in_chans} channel(s): leave model.in_chans=null to follow the data"
         )
     return create_model(
-        cfg.model.name, in_chans=datamodule.model_in_chans, num_classes=info.num_classes,
+        cfg.model.name, in_chans=datamodule.model_in_chans, num_classes=family.num_outputs(info),
         pretrained_path=pretrained, input_size=datamodule.image_size,
         keep_output_neurons=cfg.model.get("keep_output_neurons", False),
         init=cfg.model.get("init", "library"),
@@ -60,12 +68,11 @@ def build_model(cfg: DictConfig, datamodule: ClassificationDataModule,
     )
 
 
-def model_cost(net: torch.nn.Module, datamodule: ClassificationDataModule) -> dict[str, float]:
-    """Parameters and MACs of one forward pass on one image of the data."""
+def model_cost(net: torch.nn.Module, example: torch.Tensor) -> dict[str, float]:
+    """Parameters and MACs of one forward pass on the family's example input."""
     cost = {"model/params": float(count_parameters(net))}
     try:
-        cost["model/macs"] = float(count_macs(net, datamodule.model_in_chans,
-                                              datamodule.image_size))
+        cost["model/macs"] = float(count_macs(net, example))
     except RuntimeError:  # a model torch's FLOP counter cannot trace: MACs stay unreported
         pass
     return cost
@@ -75,10 +82,10 @@ def dataset_name(cfg: DictConfig) -> str:
     return str(cfg.data.get("flag") or cfg.data.get("name") or cfg.data.source)
 
 
-def run_tags(cfg: DictConfig) -> dict[str, str]:
+def run_tags(cfg: DictConfig, family: Family) -> dict[str, str]:
     """What the leaderboard groups and labels runs by (it reads tags and metrics only)."""
-    tags = {"task": cfg.task.name, "dataset": dataset_name(cfg), "model": cfg.model.name,
-            "seed": str(cfg.seed), "git_commit": git_commit(REPO_ROOT),
+    tags = {"family": family.name, "runner": cfg.runner.name, "dataset": dataset_name(cfg),
+            "model": cfg.model.name, "seed": str(cfg.seed), "git_commit": git_commit(REPO_ROOT),
             "medbench.kind": "run", "medbench.config_hash": config_hash(cfg),
             **machine_tags(str(cfg.trainer.get("accelerator", "cpu")))}
     if (cfg.get("cv") or {}).get("folds"):
@@ -93,9 +100,9 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Track one run: build data and model, let the task's runner fit and test, log outputs.
+    """Track one run: build data and model, let the family's runner fit and test, log outputs.
 
-    Returns the test metrics (for ``classification``: those of the best-``cfg.monitor``
+    Returns the test metrics (for the Lightning runner: those of the best-``cfg.monitor``
     checkpoint, reloaded from disk).
     """
     return train_run(cfg)[1]
@@ -109,7 +116,9 @@ def train_run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = (),
     ``callbacks`` join the config's Lightning callbacks; ``tags`` join the run's tags (a tuning
     trial passes its pruning callback, its study and its parent run).
     """
-    monitor_mode(cfg.monitor)
+    family = family_of(cfg)
+    family.monitor_mode(cfg.monitor)
+    family.check_runner(cfg.runner.name)
     survey = cfg.get("survey") or {}
     if survey.get("runnable") is False:
         raise ConfigError(f"survey entry '{survey.id}' is not runnable yet: "
@@ -126,7 +135,7 @@ def train_run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = (),
     if cfg.get("resume") and tracker.active:
         resume = resumable_run(tracker.client, tracker.experiment_id(), str(cfg.resume),
                                runs_dir, resolved)
-    tags = {**run_tags(cfg), **(tags or {})}
+    tags = {**run_tags(cfg, family), **(tags or {})}
     with tracker.run(flatten(resolved), tags, run_name, resume):
         run_dir = runs_dir / (tracker.run_id or f"rank-{os.getpid()}")
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -135,36 +144,28 @@ def train_run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = (),
             tracker.log_artifact(run_dir / "config.yaml")
         datamodule = build_datamodule(cfg)
         datamodule.setup()
-        tracker.set_tags({f"data.{k}": v for k, v in datamodule.summary().items()})
-        tracker.set_tags({"label_type": datamodule.info.task})
-        net = build_model(cfg, datamodule, tracker, run_dir)
-        tracker.log_metrics(model_cost(net, datamodule))
-        outcome = TASKS.get(cfg.task.name).builder(cfg, datamodule, net, tracker, run_dir,
-                                                   callbacks=callbacks)
+        summary = datamodule.summary()
+        tracker.set_tags({f"data.{k}": v for k, v in summary.items()})
+        tracker.set_tags({"label_type": summary.get("label_type", "")})
+        net = build_model(cfg, family, datamodule, tracker, run_dir)
+        example = family.example_input(datamodule.info, datamodule.input_shape)
+        tracker.log_metrics(model_cost(net, example))
+        context = RunContext(cfg, family, datamodule, net, run_dir, callbacks,
+                             loggers=[tracker.lightning_logger()])
+        outcome = family.runner(cfg.runner.name)(context)
         if tracker.active:
-            _log_outputs(tracker, cfg, outcome, datamodule, run_dir)
+            _log_outcome(tracker, cfg, outcome)
         return tracker.run_id, outcome.metrics
 
 
-def _log_outputs(tracker: Tracker, cfg: DictConfig, outcome: TestOutcome,
-                 datamodule: ClassificationDataModule, run_dir: Path) -> None:
-    names = datamodule.info.label_names or [str(i) for i in range(datamodule.info.num_classes)]
-    predictions, best = outcome.predictions, outcome.checkpoint
-    files = [
-        write_predictions(predictions, run_dir / "predictions_test.csv"),
-        plot_confusion_matrix(outcome.confusion, names, run_dir / "confusion_matrix.png"),
-        plot_roc(predictions["label"].numpy(), predictions["probs"].numpy(), names,
-                 run_dir / "roc.png"),
-    ]
-    for path in files:
+def _log_outcome(tracker: Tracker, cfg: DictConfig, outcome: RunOutcome) -> None:
+    tracker.log_metrics(outcome.metrics)
+    for path in outcome.artifacts:
         tracker.log_artifact(path)
-    timings = {"time/test_ms_per_image": 1000 * outcome.test_seconds / len(predictions["index"])}
+    timings = {"time/test_ms_per_image": 1000 * outcome.test_seconds / outcome.n_test_items}
     if outcome.fit_seconds is not None:
         timings["time/fit_s"] = outcome.fit_seconds
     tracker.log_metrics(timings)
-    if not best:
-        return
-    epoch = torch.load(best, map_location="cpu", weights_only=True, mmap=True)["epoch"]
-    tracker.set_tags({"best_checkpoint": Path(best).name, "best_epoch": epoch})
-    if cfg.tracking.log_checkpoint:
-        tracker.log_artifact(Path(best), "checkpoints")
+    tracker.set_tags(outcome.tags)
+    if outcome.checkpoint and cfg.tracking.log_checkpoint:
+        tracker.log_artifact(Path(outcome.checkpoint), "checkpoints")

@@ -1,7 +1,7 @@
 """Data sources: each module registers its datamodule; import them here, once."""
 
 from medbench.data import files, medmnist  # noqa: F401
-from medbench.data.base import ClassificationDataModule, DatasetInfo
+from medbench.data.base import DatasetInfo, SplitDataModule
 from medbench.data.registry import DATAMODULES, register_datamodule
 
-__all__ = ["DATAMODULES", "ClassificationDataModule", "DatasetInfo", "register_datamodule"]
+__all__ = ["DATAMODULES", "DatasetInfo", "SplitDataModule", "register_datamodule"]

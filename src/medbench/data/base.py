@@ -1,4 +1,10 @@
-"""Dataset and datamodule base shared by every classification data source."""
+"""The datamodule base shared by every data source, whatever its family.
+
+A source yields three splits of (images, targets); its target kind (``data/targets.py``)
+validates, stratifies, counts, augments and collates the targets. Items are dicts
+(``data/sources.py``): ``image``, ``target``, ``index`` (the per-sample key of test
+predictions), plus any extras a source adds.
+"""
 
 from __future__ import annotations
 
@@ -8,87 +14,38 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from medbench.data.samplers import EpochSampler
+from medbench.data.sources import ImageSource, ItemDataset, PooledSource
 from medbench.data.splits import cross_validation_fold
+from medbench.data.targets import ClassLabels, TargetKind
 from medbench.data.transforms import build_pipeline
 from medbench.errors import ConfigError, DataError
 
-TASK_TYPES = ("binary", "multiclass", "multilabel", "ordinal")
 SPLITS = ("train", "val", "test")
+# the largest value of an image's dtype: what Normalize divides by (uint8: 255)
+MAX_PIXEL_VALUE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What the task and model need to know about a dataset."""
+    """What a family and its model need to know about a dataset."""
 
     name: str
-    task: str  # one of TASK_TYPES
+    family: str  # the task family its targets serve: classification, segmentation, ...
     num_classes: int
     in_chans: int
+    label_type: str | None = None  # class targets: binary, multiclass, multilabel, ordinal
     label_names: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.task not in TASK_TYPES:
-            raise ConfigError(f"dataset '{self.name}': task '{self.task}' not in {TASK_TYPES}")
+    spatial_dims: int = 2  # 1: signals, 2: images, 3: volumes
 
 
-class ImageSource:
-    """Random access to uint8 images as (H, W, C) arrays; subclasses read arrays or files."""
+class SplitDataModule(pl.LightningDataModule):
+    """Loads three splits, validates them, and serves augmented loaders of dict items.
 
-    def __len__(self) -> int:
-        raise NotImplementedError
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        raise NotImplementedError
-
-
-class ArraySource(ImageSource):
-    """Images held in one (N, H, W[, C]) uint8 array."""
-
-    def __init__(self, images: np.ndarray) -> None:
-        self.images = images if images.ndim == 4 else images[..., None]
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        return self.images[index]
-
-
-class PooledSource(ImageSource):
-    """Chosen images of several sources, in order: ``picks`` rows are (source, index)."""
-
-    def __init__(self, sources: list[ImageSource], picks: np.ndarray) -> None:
-        self.sources, self.picks = sources, picks
-
-    def __len__(self) -> int:
-        return len(self.picks)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        source, item = self.picks[index]
-        return self.sources[source][int(item)]
-
-
-class LabelledImages(Dataset):
-    """Yields ``(image, label, index)``; the index lets test predictions be written per sample."""
-
-    def __init__(self, source: ImageSource, labels: np.ndarray, transform) -> None:
-        self.source, self.labels, self.transform = source, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        image = self.transform(image=self.source[index])["image"]
-        return image, torch.as_tensor(self.labels[index]), index
-
-
-class ClassificationDataModule(pl.LightningDataModule):
-    """Loads three labelled splits, validates them, and serves augmented loaders.
-
-    Subclasses set ``self.info`` and implement :meth:`load_splits`.
+    Subclasses set ``self.info`` and implement :meth:`load_splits` (and :attr:`target_kind`
+    when their targets are not class labels).
     """
 
     info: DatasetInfo
@@ -101,7 +58,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         sampler: str | None = None,
         augment: dict[str, Any] | None = None,
         normalize: dict[str, list[float]] | None = None,
-        resize: int | None = None,
+        resize: int | list[int] | None = None,
         seed: int = 0,
         cv: dict[str, Any] | None = None,
     ) -> None:
@@ -117,11 +74,11 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.resize = resize
         self.seed = seed
         self.cv = _checked_cv(cv or {})
-        self.splits: dict[str, tuple[ImageSource, np.ndarray]] = {}
+        self.splits: dict[str, tuple[ImageSource, Any]] = {}
 
     # -- to implement ---------------------------------------------------------------------
-    def load_splits(self) -> dict[str, tuple[ImageSource, np.ndarray]]:
-        """Return ``{split: (images, labels)}`` for train, val and test."""
+    def load_splits(self) -> dict[str, tuple[ImageSource, Any]]:
+        """Return ``{split: (images, targets)}`` for train, val and test."""
         raise NotImplementedError
 
     def patient_groups(self, split: str) -> np.ndarray | None:
@@ -129,26 +86,45 @@ class ClassificationDataModule(pl.LightningDataModule):
         return None
 
     @property
+    def target_kind(self) -> TargetKind:
+        """How this source's targets are handled (default: class labels of ``info``)."""
+        return ClassLabels(self.info.label_type, self.info.num_classes)
+
+    # -- shapes ---------------------------------------------------------------------------
+    @property
     def model_in_chans(self) -> int:
         """Channels the model receives: the image's, once per view (``augment.views``)."""
         return self.info.in_chans * max(1, len(self.augment.get("views") or []))
 
     @property
-    def image_size(self) -> int:
-        """Side of the images the model receives (after any resize)."""
+    def spatial_shape(self) -> tuple[int, ...]:
+        """Spatial shape of the inputs the model receives (after any resize)."""
+        if isinstance(self.resize, (list, tuple)):
+            return tuple(int(side) for side in self.resize)
         if self.resize:
-            return self.resize
+            return (int(self.resize),) * self.info.spatial_dims
         self.setup()
-        return int(self.splits["train"][0][0].shape[0])
+        return tuple(int(s) for s in self.splits["train"][0][0].shape[:-1])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, *spatial) of one model input."""
+        return (self.model_in_chans, *self.spatial_shape)
+
+    @property
+    def image_size(self) -> int:
+        """The smallest spatial side of the inputs (models' minimum-size check)."""
+        return min(self.spatial_shape)
 
     # -- shared ---------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
         splits = self.load_splits()
+        kind = self.target_kind
         for split in SPLITS:
-            source, labels = splits[split]
-            splits[split] = (source, self._validated_labels(split, labels))
+            source, targets = splits[split]
+            splits[split] = (source, kind.validate(targets, f"{self.info.name} {split}"))
             self._check_channels(split, source)
         if self.cv.get("folds"):
             splits = self._cross_validation_splits(splits)
@@ -158,38 +134,21 @@ class ClassificationDataModule(pl.LightningDataModule):
         """Train and val pooled and re-split: fold ``cv.fold`` validates, the rest trains; the
         test split stays as it is, so every fold is tested on the same images."""
         pooled = ("train", "val")
-        labels = np.concatenate([splits[s][1] for s in pooled])
+        targets = np.concatenate([splits[s][1] for s in pooled])
+        strata = self.target_kind.strata(targets)
+        if strata is None:
+            strata = np.zeros(len(targets), dtype=np.int64)
         groups = [self.patient_groups(s) for s in pooled]
         groups = None if any(g is None for g in groups) else np.concatenate(groups)
-        held = cross_validation_fold(labels, groups, self.cv["folds"], self.cv["fold"],
+        held = cross_validation_fold(strata, groups, self.cv["folds"], self.cv["fold"],
                                      self.cv.get("seed", 0))
         picks = np.concatenate([np.stack([np.full(len(splits[s][1]), i),
                                           np.arange(len(splits[s][1]))], 1)
                                 for i, s in enumerate(pooled)])
         sources = [splits[s][0] for s in pooled]
-        return {"train": (PooledSource(sources, picks[~held]), labels[~held]),
-                "val": (PooledSource(sources, picks[held]), labels[held]),
+        return {"train": (PooledSource(sources, picks[~held]), targets[~held]),
+                "val": (PooledSource(sources, picks[held]), targets[held]),
                 "test": splits["test"]}
-
-    def _validated_labels(self, split: str, labels: np.ndarray) -> np.ndarray:
-        info = self.info
-        labels = np.asarray(labels)
-        if info.task == "multilabel":
-            if labels.ndim != 2 or labels.shape[1] != info.num_classes:
-                raise DataError(
-                    f"{info.name} {split} labels have shape {labels.shape}, "
-                    f"expected (N, {info.num_classes}) for multi-label"
-                )
-            if not np.isin(labels, (0, 1)).all():
-                raise DataError(f"{info.name} {split} multi-label targets must be 0 or 1")
-            return labels.astype(np.float32)
-        labels = labels.reshape(-1)
-        if labels.size and (labels.min() < 0 or labels.max() >= info.num_classes):
-            raise DataError(
-                f"{info.name} {split} labels span [{labels.min()}, {labels.max()}] but the "
-                f"dataset declares {info.num_classes} classes (expected 0..{info.num_classes - 1})"
-            )
-        return labels.astype(np.int64)
 
     def _check_channels(self, split: str, source: ImageSource) -> None:
         if len(source) == 0:
@@ -203,10 +162,11 @@ class ClassificationDataModule(pl.LightningDataModule):
 
     def class_counts(self, split: str = "train") -> np.ndarray:
         self.setup()
-        labels = self.splits[split][1]
-        if self.info.task == "multilabel":
-            return labels.sum(axis=0).astype(np.int64)
-        return np.bincount(labels, minlength=self.info.num_classes)
+        counts = self.target_kind.counts(self.splits[split][1])
+        if counts is None:
+            raise ConfigError(f"{self.info.name}: its {self.target_kind.name} targets have no "
+                              "class counts (class weighting and weighted sampling need them)")
+        return counts
 
     def class_weights(self) -> torch.Tensor:
         """Inverse-frequency weights normalised to mean 1 (sklearn's 'balanced')."""
@@ -217,24 +177,37 @@ class ClassificationDataModule(pl.LightningDataModule):
         return torch.tensor(weights, dtype=torch.float32)
 
     def summary(self) -> dict[str, Any]:
-        """Fingerprint logged with each run: sizes and class balance per split."""
+        """Fingerprint logged with each run: the description, sizes and targets per split."""
         self.setup()
-        out: dict[str, Any] = {k: v for k, v in asdict(self.info).items() if k != "label_names"}
+        out: dict[str, Any] = {k: v for k, v in asdict(self.info).items()
+                               if k != "label_names" and v is not None}
+        out["shape"] = list(self.input_shape)
         for split in SPLITS:
-            out[f"n_{split}"] = len(self.splits[split][1])
-            out[f"class_counts_{split}"] = self.class_counts(split).tolist()
+            targets = self.splits[split][1]
+            out[f"n_{split}"] = len(targets)
+            for key, value in self.target_kind.summary(targets).items():
+                out[f"{key}_{split}"] = value
         return out
 
-    def _dataset(self, split: str, augmented: bool) -> LabelledImages:
+    def max_pixel_value(self) -> float:
+        """What Normalize divides by: the image dtype's largest value (float images: 1)."""
         self.setup()
-        source, labels = self.splits[split]
+        return MAX_PIXEL_VALUE.get(np.asarray(self.splits["train"][0][0]).dtype, 1.0)
+
+    def _dataset(self, split: str, augmented: bool) -> ItemDataset:
+        self.setup()
+        source, targets = self.splits[split]
         steps = self.augment.get("train" if augmented else "eval", [])
-        transform = build_pipeline(steps, self.normalize, self.resize, self.augment.get("views"))
-        return LabelledImages(source, labels, transform)
+        kind = self.target_kind
+        transform = build_pipeline(steps, self.normalize, self.resize, self.augment.get("views"),
+                                   compose_options=kind.compose_options(),
+                                   max_pixel_value=self.max_pixel_value())
+        return ItemDataset(source, targets, kind, transform, self.seed)
 
     def _loader_options(self, batch_size: int) -> dict[str, Any]:
         return dict(batch_size=batch_size, num_workers=self.num_workers,
-                    persistent_workers=self.num_workers > 0)
+                    persistent_workers=self.num_workers > 0,
+                    collate_fn=self.target_kind.collate)
 
     def eval_dataloader(self, split: str) -> DataLoader:
         """Any split in order, with the evaluation pipeline (no augmentation)."""
@@ -246,9 +219,9 @@ class ClassificationDataModule(pl.LightningDataModule):
         options = self._loader_options(self.batch_size)
         weights = None
         if self.sampler == "weighted":
-            if self.info.task == "multilabel":
+            if self.info.label_type == "multilabel":
                 raise ConfigError("data.sampler=weighted is not defined for multi-label data")
-            weights = self.class_weights()[torch.as_tensor(dataset.labels)].double()
+            weights = self.class_weights()[torch.as_tensor(dataset.targets)].double()
         if self.trainer is not None and self.trainer.world_size > 1:
             # DDP: Lightning shards this sampler across ranks (DistributedSampler: seed + epoch)
             generator = torch.Generator().manual_seed(self.seed)

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from medbench.data.base import SPLITS, ClassificationDataModule, DatasetInfo, ImageSource
+from medbench.data.base import SPLITS, DatasetInfo, SplitDataModule
 from medbench.data.registry import register_datamodule
+from medbench.data.sources import ImageSource
 from medbench.data.splits import assign_splits
 from medbench.errors import DataError
 
@@ -35,10 +36,10 @@ class FileSource(ImageSource):
         return array[..., None] if array.ndim == 2 else array
 
 
-class FileListDataModule(ClassificationDataModule):
+class FileListDataModule(SplitDataModule):
     """Shared logic for file-based sources: label encoding and split assignment."""
 
-    def __init__(self, name: str, task: str = "auto", in_chans: int = 1,
+    def __init__(self, name: str, label_type: str = "auto", in_chans: int = 1,
                  val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0,
                  **kwargs) -> None:
         super().__init__(**kwargs)
@@ -46,14 +47,15 @@ class FileListDataModule(ClassificationDataModule):
         # method, is tested on the same images (the leaderboard's paired tests need that)
         self.split_seed = split_seed
         self._patients: dict[str, np.ndarray] = {}
-        self.name, self.task, self.in_chans = name, task, in_chans
+        self.name, self.in_chans = name, in_chans
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.records = self.read_records()
         self.class_names = sorted({c for r in self.records for c in r["label"].split("|")},
                                   key=_natural)
-        task = task if task != "auto" else ("binary" if len(self.class_names) == 2
-                                            else "multiclass")
-        self.info = DatasetInfo(name, task, len(self.class_names), in_chans, self.class_names)
+        if label_type == "auto":
+            label_type = "binary" if len(self.class_names) == 2 else "multiclass"
+        self.info = DatasetInfo(name, "classification", len(self.class_names), in_chans,
+                                label_type, self.class_names)
 
     def read_records(self) -> list[dict[str, str]]:
         """Rows with keys path, label and optionally patient_id, split."""
@@ -64,7 +66,7 @@ class FileListDataModule(ClassificationDataModule):
 
     def _encode(self, label: str) -> np.ndarray:
         index = {c: i for i, c in enumerate(self.class_names)}
-        if self.info.task == "multilabel":
+        if self.info.label_type == "multilabel":
             row = np.zeros(len(self.class_names), dtype=np.int64)
             row[[index[c] for c in label.split("|")]] = 1
             return row

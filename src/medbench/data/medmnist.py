@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from medbench.data.base import ArraySource, ClassificationDataModule, DatasetInfo
+from medbench.data.base import DatasetInfo, SplitDataModule
 from medbench.data.registry import register_datamodule
+from medbench.data.sources import ArraySource
 from medbench.errors import ConfigError, DataError
 
 SIZES = (28, 64, 128, 224)
-_TASKS = {
+_LABEL_TYPES = {  # MedMNIST's task names -> label types
     "binary-class": "binary",
     "multi-class": "multiclass",
     "multi-label, binary-class": "multilabel",
@@ -49,7 +50,7 @@ def npz_name(flag: str, size: int) -> str:
 
 
 @register_datamodule("medmnist")
-class MedMNISTDataModule(ClassificationDataModule):
+class MedMNISTDataModule(SplitDataModule):
     """Official MedMNIST splits from ``<root>/medmnist/<flag>[_<size>].npz`` or ``<root>/...``.
 
     The file is looked up in ``<root>/medmnist/`` then ``<root>/``; when missing it is
@@ -67,15 +68,16 @@ class MedMNISTDataModule(ClassificationDataModule):
         self.root = Path(root) if root else default_data_root()
         self.info = DatasetInfo(
             name=flag,
-            task=_TASKS[meta["task"]],
+            family="classification",
+            label_type=_LABEL_TYPES[meta["task"]],
             num_classes=len(meta["label"]),
             in_chans=int(meta["n_channels"]),
             label_names=[meta["label"][k] for k in sorted(meta["label"], key=int)],
         )
 
     @property
-    def image_size(self) -> int:
-        return self.resize or self.size
+    def spatial_shape(self) -> tuple[int, ...]:
+        return super().spatial_shape if self.resize else (self.size, self.size)
 
     def npz_path(self) -> Path:
         name = npz_name(self.flag, self.size)

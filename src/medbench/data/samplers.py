@@ -13,6 +13,10 @@ class EpochSampler(Sampler[int]):
     ``seed + epoch``. Lightning calls :meth:`set_epoch` before each epoch, so a run resumed at
     epoch k draws the same order as an uninterrupted one; a sampler owning one generator for
     the whole run would start over from its seed.
+
+    It yields draw keys ``epoch * num_samples + index``: :class:`~medbench.data.base.ItemDataset`
+    reads the index and seeds the item's augmentation from (seed, epoch, index), so augmented
+    runs repeat exactly too, whatever the number of loader workers.
     """
 
     def __init__(self, num_samples: int, seed: int, weights: torch.Tensor | None = None) -> None:
@@ -29,7 +33,7 @@ class EpochSampler(Sampler[int]):
         else:
             order = torch.multinomial(self.weights, self.num_samples, replacement=True,
                                       generator=generator)
-        return iter(order.tolist())
+        return iter((order + self.epoch * self.num_samples).tolist())
 
     def __len__(self) -> int:
         return self.num_samples

@@ -55,31 +55,44 @@ class ViewStack:
     def __init__(self, shared: A.Compose, views: Sequence[A.Compose]) -> None:
         self.shared, self.views = shared, list(views)
 
-    def __call__(self, image):
-        augmented = self.shared(image=image)["image"]
-        return {"image": torch.cat([view(image=augmented)["image"] for view in self.views])}
+    def set_random_state(self, generator, py_random) -> None:
+        """One random state for the shared draw and every view (albumentations' API)."""
+        for compose in (self.shared, *self.views):
+            compose.set_random_state(generator, py_random)
+
+    def __call__(self, image, **targets):
+        shared = self.shared(image=image, **targets)
+        views = [view(image=shared["image"])["image"] for view in self.views]
+        return {**shared, "image": torch.cat(views)}
 
 
-def _finish(normalize: Mapping[str, Sequence[float]]) -> list[A.BasicTransform]:
+def _finish(normalize: Mapping[str, Sequence[float]],
+            max_pixel_value: float) -> list[A.BasicTransform]:
     return [A.Normalize(mean=list(normalize["mean"]), std=list(normalize["std"]),
-                        max_pixel_value=255.0), ToTensorV2()]
+                        max_pixel_value=max_pixel_value), ToTensorV2()]
 
 
 def build_pipeline(
     steps: Sequence[str | Mapping[str, Any]],
     normalize: Mapping[str, Sequence[float]],
-    resize: int | None = None,
+    resize: int | Sequence[int] | None = None,
     views: Sequence[Sequence[str | Mapping[str, Any]]] | None = None,
+    compose_options: Mapping[str, Any] | None = None,
+    max_pixel_value: float = 255.0,
 ) -> A.Compose | ViewStack:
     """Resize (optional) -> configured steps -> Normalize -> tensor (C, H, W).
 
-    With ``views`` (a list of step lists), each view's steps follow the shared ones and the
-    views are concatenated along channels.
+    Masks and boxes given with the image (``compose_options``: the target kind's, e.g.
+    ``bbox_params``) go through the same random draw. With ``views`` (a list of step lists),
+    each view's steps follow the shared ones and the views are concatenated along channels.
+    ``max_pixel_value``: the image dtype's largest value (uint8: 255; float images: 1).
     """
-    chain: list[A.BasicTransform] = [A.Resize(resize, resize)] if resize else []
+    height, width = (resize, resize) if isinstance(resize, int) else (resize or (None, None))
+    chain: list[A.BasicTransform] = [A.Resize(height, width)] if resize else []
     chain += [build_step(s) for s in steps]
+    options = dict(compose_options or {})
     if not views:
-        return A.Compose(chain + _finish(normalize))
-    return ViewStack(A.Compose(chain),
-                     [A.Compose([build_step(s) for s in view] + _finish(normalize))
+        return A.Compose(chain + _finish(normalize, max_pixel_value), **options)
+    return ViewStack(A.Compose(chain, **options),
+                     [A.Compose([build_step(s) for s in view] + _finish(normalize, max_pixel_value))
                       for view in views])

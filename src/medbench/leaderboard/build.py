@@ -1,9 +1,11 @@
-"""Tracked runs -> leaderboard tables: one row per method and dataset, with statistics.
+"""Tracked runs -> leaderboard tables: one row per family, method and dataset, with statistics.
 
 Runs of one configuration (same ``medbench.config_hash``: its seeds and folds) form a row; a
 rerun of one seed and fold replaces the earlier run. A method tracked under several
 configurations shows the one with the most runs (ties: the latest), never the best-scoring
-one; the others are named in the table's notes.
+one; the others are named in the table's notes. Each family's leaderboard schema (declared
+with the family, read through ``medbench.family``) gives its columns, the direction rows rank
+in, its per-sample file and its paired test; this module names no family.
 """
 
 from __future__ import annotations
@@ -15,16 +17,22 @@ import numpy as np
 import pandas as pd
 
 from medbench.catalog import SURVEY_TABLES, CatalogEntry, catalog
+from medbench.family import Family, family_names, get_family
 from medbench.leaderboard.collect import COST, collect_runs
 from medbench.leaderboard.predictions import PredictionStore
-from medbench.leaderboard.stats import accuracy, delong_test, macro_auc, mean_ci, paired_bootstrap
-from medbench.leaderboard.table import METRIC_COLUMNS, ROW_COLUMNS, LeaderboardTable
+from medbench.leaderboard.stats import mean_ci
+from medbench.leaderboard.table import METRIC_COLUMNS, ROW_COLUMNS, FamilyPart, LeaderboardTable
 
-METRICS = {"auc": macro_auc, "acc": accuracy}  # test metrics shown, primary first
 ALPHA = 0.05
 # paired tests read each row's latest runs only, at most this many (a row of a long sweep
 # would otherwise read thousands of prediction files); the mean and CI use every run
 MAX_TEST_RUNS = 25
+KEYS = ["family", "method", "dataset"]
+
+
+def families() -> dict[str, Family]:
+    """Every registered family (built-ins and plugins), by name."""
+    return {name: get_family(name) for name in family_names()}
 
 
 def method_of(runs: pd.DataFrame) -> pd.Series:
@@ -55,45 +63,44 @@ def with_source_training(runs: pd.DataFrame) -> pd.DataFrame:
                                          for r in runs.run_id]})
 
 
-def aggregate(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple[str, str], list[str]],
-                                           list[str]]:
-    """Rows (method, dataset) of the chosen configuration, the run ids behind each row, and
-    notes naming configurations left out."""
+def aggregate(runs: pd.DataFrame, metrics: list[str]
+              ) -> tuple[pd.DataFrame, dict[tuple[str, ...], list[str]], list[str]]:
+    """Rows (family, method, dataset) of the chosen configuration with ``metrics``' statistics,
+    the run ids behind each row, and notes naming configurations left out."""
     if runs.empty:
-        return pd.DataFrame(columns=["method", "dataset", "survey_id"]), {}, []
+        return pd.DataFrame(columns=[*KEYS, "survey_id"]), {}, []
     runs = runs.assign(method=method_of(runs)).astype({"method": object, "dataset": object})
-    keys = ["method", "dataset"]
     # a rerun of the same configuration, seed and fold replaces the earlier run
     runs = runs.sort_values("start_time", kind="stable").drop_duplicates(
-        [*keys, "medbench.config_hash", "seed", "cv.fold"], keep="last")
-    configs = runs.groupby([*keys, "medbench.config_hash"], sort=False).agg(
+        [*KEYS, "medbench.config_hash", "seed", "cv.fold"], keep="last")
+    configs = runs.groupby([*KEYS, "medbench.config_hash"], sort=False).agg(
         n=("run_id", "size"), latest=("start_time", "max")).reset_index()
     configs = configs.sort_values(["n", "latest"], ascending=False, kind="stable")
-    chosen = configs.drop_duplicates(keys)
+    chosen = configs.drop_duplicates(KEYS)
     notes = []
-    for (method, dataset), others in configs.groupby(keys, sort=True):
+    for (_, method, dataset), others in configs.groupby(KEYS, sort=True):
         if len(others) > 1:
             first = others.iloc[0]
             notes.append(f"{method} on {dataset}: {len(others) - 1} other configuration(s) "
                          f"tracked ({int(others.n.iloc[1:].sum())} runs) not shown; this row "
                          f"is config {first['medbench.config_hash']} ({int(first.n)} runs)")
-    picked = runs.merge(chosen[[*keys, "medbench.config_hash"]], on=[*keys,
+    picked = runs.merge(chosen[[*KEYS, "medbench.config_hash"]], on=[*KEYS,
                                                                    "medbench.config_hash"])
     picked = picked.sort_values("start_time", kind="stable")
-    rows = picked.groupby(keys, sort=True).agg(
+    grouped = picked.groupby(KEYS, sort=True)
+    rows = grouped.agg(
         model=("model", "last"), runs=("run_id", "size"), survey_id=("survey.id", "last"),
         **{name: (column, how) for name, column, how in (
             ("params", "model/params", "last"), ("macs", "model/macs", "last"),
             ("train_s", "time/fit_s", "median"), ("infer_ms", "time/test_ms_per_image", "median"))
            if column in picked})
-    members = picked.groupby(keys, sort=True)["run_id"].agg(list).to_dict()
+    members = grouped["run_id"].agg(list).to_dict()
     for column in ("params", "macs", "train_s", "infer_ms"):
         if column not in rows:
             rows[column] = np.nan
-    rows["tuning"] = picked.groupby(keys, sort=True).apply(_tuning, include_groups=False)
-    for metric in METRICS:
-        values = picked.groupby(keys, sort=True)[f"test/{metric}"] if (
-            f"test/{metric}" in picked) else None
+    rows["tuning"] = grouped.apply(_tuning, include_groups=False)
+    for metric in metrics:
+        values = grouped[f"test/{metric}"] if f"test/{metric}" in picked else None
         stats = [_summary(v.dropna().to_numpy(float)) for _, v in values] if values else [
             _summary(np.array([]))] * len(rows)
         for i, name in enumerate(("mean", "std", "ci_low", "ci_high")):
@@ -118,27 +125,39 @@ def _tuning(runs: pd.DataFrame) -> str:
     return f"{trials.iloc[-1]} trials{spent} ({runs['tuned.study'].dropna().iloc[-1]})"
 
 
-def rank_and_test(rows: pd.DataFrame, members: dict[tuple[str, str], list[str]],
-                  predictions: PredictionStore) -> pd.DataFrame:
-    """Ranks by the primary metric within each dataset; marks each metric's best and the rows
-    not significantly different from it on the same test set (DeLong for a binary AUC, else a
-    paired bootstrap)."""
+def part_of(family: str, known: dict[str, Family]) -> FamilyPart:
+    """A family's columns in a table: none for a family with no registered schema yet."""
+    if family not in known:
+        return FamilyPart(family, ())
+    schema, metric = known[family].leaderboard, known[family].metric
+    return FamilyPart(family, schema.columns, frozenset(
+        c for c in schema.columns if not metric(c).higher_is_better), schema.test_note)
+
+
+def rank_and_test(rows: pd.DataFrame, members: dict[tuple[str, ...], list[str]],
+                  predictions: PredictionStore, known: dict[str, Family]) -> pd.DataFrame:
+    """Ranks by each family's primary metric, in its direction, within each dataset; marks
+    each metric's best and the rows not significantly different from it on the same test set
+    (the family's paired test)."""
     out = []
-    primary = next(iter(METRICS))
-    for _, group in rows.groupby("dataset", sort=True):
-        group = group.sort_values(f"{primary}_mean", ascending=False, na_position="last").copy()
-        group["rank"] = group[f"{primary}_mean"].rank(ascending=False, method="min",
+    for (family, _), group in rows.groupby(["family", "dataset"], sort=True):
+        part, schema = part_of(family, known), known[family].leaderboard
+        primary = part.metrics[0]
+        ascending = primary in part.lower_is_better
+        group = group.sort_values(f"{primary}_mean", ascending=ascending,
+                                  na_position="last").copy()
+        group["rank"] = group[f"{primary}_mean"].rank(ascending=ascending, method="min",
                                                      na_option="bottom")
-        for metric, score in METRICS.items():
-            _mark(group, metric, score, members, predictions)
+        for metric in part.metrics:
+            _mark(group, metric, metric in part.lower_is_better, schema, members, predictions)
         out.append(group)
     return pd.concat(out, ignore_index=True) if out else rows
 
 
-def _mark(group: pd.DataFrame, metric: str, score: Callable, members: dict,
+def _mark(group: pd.DataFrame, metric: str, lower: bool, schema, members: dict,
           predictions: PredictionStore) -> None:
     means = group[f"{metric}_mean"]
-    best = None if means.isna().all() else means.idxmax()
+    best = None if means.isna().all() else (means.idxmin() if lower else means.idxmax())
     p_values = []
     for index in group.index:
         if best is None or index == best:
@@ -146,63 +165,64 @@ def _mark(group: pd.DataFrame, metric: str, score: Callable, members: dict,
             continue
         pair = (metric, _key(group.loc[best]), _key(group.loc[index]))
         if pair not in predictions.p_values:  # tables share rows: each pair is tested once
-            predictions.p_values[pair] = _p_value(
-                metric, score, predictions.runs(members[pair[1]][-MAX_TEST_RUNS:]),
-                predictions.runs(members[pair[2]][-MAX_TEST_RUNS:]))
+            a = predictions.runs(members[pair[1]][-MAX_TEST_RUNS:], schema)
+            b = predictions.runs(members[pair[2]][-MAX_TEST_RUNS:], schema)
+            predictions.p_values[pair] = (schema.paired_test(metric, a, b) if a and b
+                                          else np.nan)
         p_values.append(predictions.p_values[pair])
     group[f"{metric}_best"] = group.index == best
     group[f"{metric}_p"] = p_values
     group[f"{metric}_tied"] = group[f"{metric}_p"] >= ALPHA
 
 
-def _key(row: pd.Series) -> tuple[str, str]:
-    return row["method"], row["dataset"]
-
-
-def _p_value(metric: str, score: Callable, a: list | None, b: list | None) -> float:
-    """NaN when the two rows were not tested on the same samples."""
-    if not a or not b or not np.array_equal(a[0].labels, b[0].labels):
-        return np.nan
-    labels = a[0].labels
-    if labels.ndim > 1:  # multi-label: no paired test here
-        return np.nan
-    if metric == "auc" and a[0].probs.shape[1] == 2:
-        # DeLong on each row's mean probability over its runs (seeds, folds)
-        mean_a = np.mean([r.probs[:, 1] for r in a], axis=0)
-        mean_b = np.mean([r.probs[:, 1] for r in b], axis=0)
-        return float(delong_test(labels, mean_a, mean_b)[2])
-    return float(paired_bootstrap(labels, [r.probs for r in a], [r.probs for r in b], score)[1])
+def _key(row: pd.Series) -> tuple[str, ...]:
+    return tuple(row[k] for k in KEYS)
 
 
 def build_tables(uri: str, quick: bool = False,
                  entries: list[CatalogEntry] | None = None) -> list[LeaderboardTable]:
     """The survey's tables (5 to 15) and a table of every tracked method, from ``uri``.
     ``quick``: only runs of ``medbench reproduce --quick``; otherwise those are left out."""
-    every = collect_runs(uri, (*(f"test/{m}" for m in METRICS), *COST))
+    known = families()
+    metrics = list(dict.fromkeys(c for f in known.values() for c in f.leaderboard.columns))
+    every = collect_runs(uri, (*(f"test/{m}" for m in metrics), *COST))
     runs = with_source_training(every)
     runs = runs[(runs["medbench.kind"] == "run") & ((runs["medbench.budget"] == "quick") == quick)]
+    unknown = runs[~runs["family"].isin(list(known))]
+    runs = runs[runs["family"].isin(list(known))]
     entries = entries if entries is not None else catalog()
-    rows, members, notes = aggregate(runs)
+    rows, members, notes = aggregate(runs, metrics)
+    notes += [f"{n} run(s) of family '{family}' not shown: no such family is registered "
+              f"(load its plugin: $MEDBENCH_PLUGINS)"
+              for family, n in unknown["family"].value_counts().sort_index().items()]
     artifacts = dict(zip(runs.run_id, runs.artifact_uri, strict=True))
+    predictions = PredictionStore(uri, artifacts)
 
     def ranked(subset: pd.DataFrame) -> pd.DataFrame:
         # ranks, bests and ties are those of the table's own rows
-        return rank_and_test(subset, members, predictions) if len(subset) else subset
+        return rank_and_test(subset, members, predictions, known) if len(subset) else subset
 
-    predictions = PredictionStore(uri, artifacts)
     surveyed = {e.id: e for e in entries}
-    tables = [_survey_table(key, rows, surveyed, notes, ranked) for key in SURVEY_TABLES]
-    tables.append(LeaderboardTable(
-        "all_methods", "Every tracked method (surveyed or not), by dataset",
-        list(METRICS), _frame(ranked(rows), surveyed), notes))
+    tables = [_survey_table(key, rows, surveyed, notes, ranked, known) for key in SURVEY_TABLES]
+    present = list(dict.fromkeys(rows["family"])) if len(rows) else [next(iter(known))]
+    parts = [part_of(f, known) for f in _ordered(present, known)]
+    tables.append(_table("all_methods", "Every tracked method (surveyed or not), by dataset",
+                         ranked(rows), surveyed, notes, parts))
     return tables
 
 
+def _ordered(names: Iterable[str], known: dict[str, Family]) -> list[str]:
+    """Families in registration order (medbench's own first), then unregistered ones in the
+    order they come (the survey's section order)."""
+    names = list(dict.fromkeys(names))
+    return [f for f in known if f in names] + [f for f in names if f not in known]
+
+
 def _survey_table(key: str, rows: pd.DataFrame, entries: dict[str, CatalogEntry],
-                  notes: list[str], ranked: Callable[[pd.DataFrame], pd.DataFrame]
-                  ) -> LeaderboardTable:
+                  notes: list[str], ranked: Callable[[pd.DataFrame], pd.DataFrame],
+                  known: dict[str, Family]) -> LeaderboardTable:
     spec = SURVEY_TABLES[key]
-    chosen = [e for e in entries.values() if spec.includes(e.section, e.task)]
+    chosen = [e for e in entries.values() if spec.includes(e.section, e.family)]
     ids = {e.id for e in chosen}
     mine = ranked(rows[rows["survey_id"].isin(ids)]) if len(rows) else rows
     ran = set(mine["survey_id"]) if len(mine) else set()
@@ -214,26 +234,35 @@ def _survey_table(key: str, rows: pd.DataFrame, entries: dict[str, CatalogEntry]
         why = (f"not runnable yet: {entry.not_runnable}" if not entry.runnable
                else "no finished runs yet")
         table_notes.append(f"{entry.section} {entry.id} ({reported}): {why}")
-    return LeaderboardTable(spec.stem, spec.title, list(METRICS),
-                            _frame(mine, entries), table_notes)
+    present = [spec.family] if spec.family else [e.family for e in chosen]
+    present += list(mine["family"]) if len(mine) else []
+    parts = [part_of(f, known) for f in _ordered(present, known)]
+    return _table(spec.stem, spec.title, mine, entries, table_notes, parts)
 
 
-def _frame(rows: pd.DataFrame, entries: dict[str, CatalogEntry]) -> pd.DataFrame:
+def _table(key: str, title: str, rows: pd.DataFrame, entries: dict[str, CatalogEntry],
+           notes: list[str], parts: list[FamilyPart]) -> LeaderboardTable:
+    metrics = list(dict.fromkeys(m for part in parts for m in part.metrics))
+    return LeaderboardTable(key, title, metrics, _frame(rows, entries, metrics, parts), notes,
+                            parts)
+
+
+def _frame(rows: pd.DataFrame, entries: dict[str, CatalogEntry], metrics: list[str],
+           parts: list[FamilyPart]) -> pd.DataFrame:
     """The display frame of :class:`LeaderboardTable` (section, data, reported filled in)."""
+    columns = [*ROW_COLUMNS, *(f"{m}_{c}" for m in metrics for c in METRIC_COLUMNS), "family"]
     if not len(rows):
-        return pd.DataFrame(columns=_columns())
+        return pd.DataFrame(columns=columns)
     rows = rows.copy()
     found = [entries.get(s) for s in rows["survey_id"]]
     rows["section"] = [e.section if e else "" for e in found]
     rows["data"] = [("proxy" if e.proxy else "paper's own") if e else "" for e in found]
     rows["reported"] = [_reported(e) for e in found]
-    ordered = rows.sort_values(["dataset", "rank"], kind="stable")
+    order = {part.family: i for i, part in enumerate(parts)}
+    rows["_part"] = rows["family"].map(order)
+    ordered = rows.sort_values(["_part", "dataset", "rank"], kind="stable")
     ordered["rank"] = ordered["rank"].astype(int)
-    return ordered[_columns()].reset_index(drop=True)
-
-
-def _columns() -> list[str]:
-    return [*ROW_COLUMNS, *(f"{m}_{c}" for m in METRICS for c in METRIC_COLUMNS)]
+    return ordered.reindex(columns=columns).reset_index(drop=True)
 
 
 def _reported(entry: CatalogEntry | None) -> str:

@@ -18,9 +18,11 @@ from sqlalchemy import case, func, select
 
 from medbench.errors import ConfigError
 
-TAGS = ("medbench.kind", "medbench.config_hash", "medbench.budget", "survey.id",
-        "survey.data_here", "dataset", "model", "seed", "cv.fold", "label_type",
-        "choice.experiment", "tuned.study", "tuned.trials", "tuned.compute_hours")
+# "survey.task": the family of runs tracked before families existed (medbench.legacy)
+TAGS = ("medbench.kind", "medbench.config_hash", "medbench.budget", "family", "survey.id",
+        "survey.family", "survey.task", "survey.data_here", "dataset", "model", "seed",
+        "cv.fold", "label_type", "choice.experiment", "tuned.study", "tuned.trials",
+        "tuned.compute_hours")
 COST = ("model/params", "model/macs", "time/fit_s", "time/test_ms_per_image")
 METRICS = ("test/auc", "test/acc", *COST)  # read by default: the leaderboard's columns
 PARAMS = ("model.pretrained_path",)  # run:<id> names the source run of a two-stage method
@@ -44,6 +46,9 @@ def collect_runs(uri: str, metrics: tuple[str, ...] = METRICS) -> pd.DataFrame:
     for column in (*TAGS, *PARAMS):
         if column not in frame:
             frame[column] = None
+    # runs tracked before the family tag existed were all classification runs
+    frame["family"] = (frame["family"].fillna(frame["survey.family"])
+                       .fillna(frame["survey.task"]).fillna("classification"))
     return frame.sort_values("start_time", kind="stable").reset_index(drop=True)
 
 

@@ -9,7 +9,7 @@ from html import escape
 
 import pandas as pd
 
-from medbench.leaderboard.table import LeaderboardTable
+from medbench.leaderboard.table import FamilyPart, LeaderboardTable
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1", "#9c755f")
 DASH = "–"
@@ -106,17 +106,23 @@ def _cell(row: dict, col: str, metrics: list[str]) -> str:
     return f"<td{tip}>{escape(_text(row.get(col)))}</td>"
 
 
-def _table(t: LeaderboardTable, rows: list[dict]) -> str:
+def _table(key: str, part: FamilyPart, rows: list[dict]) -> str:
     """The sortable table; the model column only where it differs from the method."""
+    metrics = list(part.metrics)
     same_model = all(_text(r.get("model")) in (DASH, _text(r.get("method"))) for r in rows)
-    cols = ["rank", "method", *(["model"] * (not same_model)), "dataset", "data", *t.metrics,
+    cols = ["rank", "method", *(["model"] * (not same_model)), "dataset", "data", *metrics,
             "reported", "runs", "params", "macs", "train_s", "infer_ms", "tuning"]
-    head = "".join(f'<th data-type="{"num" if c in _NUMERIC or c in t.metrics else "text"}" '
-                   f'tabindex="0">{_LABELS.get(c, escape(c))}' + (
-                       f'<small>{"primary · " * (c == t.metrics[0])}mean ± std [95% CI]</small>'
-                       if c in t.metrics else "") + "</th>" for c in cols)
-    body = "".join("<tr>" + "".join(_cell(r, c, t.metrics) for c in cols) + "</tr>" for r in rows)
-    return (f'<div class="scroll"><table class="leaderboard" id="{escape(t.key)}"><thead><tr>'
+
+    def label(c: str) -> str:
+        lower = " ↓" * (c in part.lower_is_better)
+        return _LABELS.get(c, escape(c)) + lower + (
+            f'<small>{"primary · " * (c == metrics[0])}mean ± std [95% CI]</small>'
+            if c in metrics else "")
+
+    head = "".join(f'<th data-type="{"num" if c in _NUMERIC or c in metrics else "text"}" '
+                   f'tabindex="0">{label(c)}</th>' for c in cols)
+    body = "".join("<tr>" + "".join(_cell(r, c, metrics) for c in cols) + "</tr>" for r in rows)
+    return (f'<div class="scroll"><table class="leaderboard" id="{escape(key)}"><thead><tr>'
             f'{head}</tr></thead><tbody>{body}</tbody></table></div>')
 
 
@@ -185,21 +191,23 @@ def _bars(rows: list[dict], m: str, colors: dict[str, str]) -> str:
     return "".join(out) + "</svg>"
 
 
-def pareto_optimal(points: list[tuple[str, float, float]]) -> list[bool]:
+def pareto_optimal(points: list[tuple[str, float, float]], lower: bool = False) -> list[bool]:
     """(dataset, macs, mean) points: True where no point of the same dataset has fewer-or-equal
-    MACs and higher-or-equal mean, one of them strictly."""
-    return [not any(d == e and m2 <= m1 and v2 >= v1 and (m2 < m1 or v2 > v1)
+    MACs and a better-or-equal mean (higher; lower when ``lower``), one of them strictly."""
+    sign = -1.0 if lower else 1.0
+    return [not any(d == e and m2 <= m1 and sign * v2 >= sign * v1
+                    and (m2 < m1 or sign * v2 > sign * v1)
                     for e, m2, v2 in points) for d, m1, v1 in points]
 
 
-def _pareto(rows: list[dict], m: str, colors: dict[str, str]) -> str:
+def _pareto(rows: list[dict], m: str, colors: dict[str, str], lower: bool = False) -> str:
     """Primary metric mean against MACs (log scale over > 10x), a Pareto front per dataset."""
     rows = [r for r in rows
             if (_num(r.get("macs")) or 0) > 0 and _num(r.get(f"{m}_mean")) is not None]
     if not rows:
         return ""
     pts = [(_text(r.get("dataset")), float(r["macs"]), float(r[f"{m}_mean"])) for r in rows]
-    macs, means, optimal = [p[1] for p in pts], [p[2] for p in pts], pareto_optimal(pts)
+    macs, means, optimal = [p[1] for p in pts], [p[2] for p in pts], pareto_optimal(pts, lower)
     log = max(macs) / min(macs) > 10
     lo, hi = math.floor(math.log10(min(macs))), math.ceil(math.log10(max(macs)))
     xt = [10.0**k for k in range(lo, max(hi, lo + 1) + 1)] if log else _ticks(min(macs), max(macs))
@@ -231,23 +239,36 @@ def pareto_metric(metrics: list[str]) -> str:
 
 
 def _section(t: LeaderboardTable) -> str:
-    """A table's heading, notes, table, bar chart and Pareto plot."""
-    rows, m = t.frame.to_dict("records"), t.metrics[0]
-    accuracy = pareto_metric(t.metrics)
+    """A table's heading and notes, then per family part its table, bar chart and Pareto plot."""
+    notes = "".join(f"<li>{escape(n)}</li>" for n in t.notes)
+    parts = t.family_parts()
+    body = "".join(_part(f"{t.key}-{part.family}" if len(parts) > 1 else t.key, part, frame,
+                         len(parts) > 1) for part, frame in parts)
+    return (f'<section><h2>{escape(t.title)}</h2>{f"<ul class=notes>{notes}</ul>" * bool(notes)}'
+            f"{body}</section>")
+
+
+def _part(key: str, part: FamilyPart, frame: pd.DataFrame, titled: bool) -> str:
+    """One family's table, bar chart of its primary metric and Pareto plot."""
+    rows = frame.to_dict("records")
+    heading = f"<h3>{escape(part.family)}</h3>" * titled
+    if not part.metrics:
+        return heading + _table(key, part, rows)
+    m, accuracy = part.metrics[0], pareto_metric(list(part.metrics))
     datasets = dict.fromkeys(_text(r.get("dataset")) for r in rows)
     colors = {d: PALETTE[i % len(PALETTE)] for i, d in enumerate(datasets)}
-    notes = "".join(f"<li>{escape(n)}</li>" for n in t.notes)
     legend = " ".join(f'<span style="color:{c}">●</span> {escape(d)}' for d, c in colors.items())
     missing = sum(_num(r.get("macs")) is None for r in rows)
-    return (f'<section><h2>{escape(t.title)}</h2>{f"<ul class=notes>{notes}</ul>" * bool(notes)}'
-            f'{_table(t, rows)}<p class="legend">datasets: {legend}</p><div class="charts">'
+    lower = accuracy in part.lower_is_better
+    return (f'{heading}{_table(key, part, rows)}<p class="legend">datasets: {legend}</p>'
+            f'<div class="charts">'
             f"<figure>{_bars(rows, m, colors)}<figcaption>{escape(m)} per method and dataset; "
             f"whiskers: 95% bootstrap CI of the mean.</figcaption></figure><figure>"
-            f"{_pareto(rows, accuracy, colors)}<figcaption>{escape(accuracy)} against compute; "
-            "filled points, "
+            f"{_pareto(rows, accuracy, colors, lower)}<figcaption>{escape(accuracy)} against "
+            f"compute ({'lower' if lower else 'higher'} is better); filled points, "
             "joined by the dashed step line, are Pareto-optimal within their dataset"
             f"{f'; {missing} row(s) without MACs not shown' * bool(missing)}.</figcaption>"
-            "</figure></div></section>")
+            "</figure></div>")
 
 
 def render_html(tables: list[LeaderboardTable], title: str, caption: str) -> str:

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 from medbench.config import REPO_ROOT
 from medbench.leaderboard.html import render_html
-from medbench.leaderboard.table import LeaderboardTable
+from medbench.leaderboard.table import FamilyPart, LeaderboardTable
 from medbench.provenance import git_commit
 
 
@@ -28,32 +28,45 @@ def caption(uri: str) -> str:
 
 
 def to_markdown(table: LeaderboardTable, note: str) -> str:
-    head = ["rank", "method", "section", "model", "dataset", "data", "reported", "runs"]
-    head += [f"test {m.upper()} mean ± std [95% CI]" for m in table.metrics]
-    head += ["params", "MACs", "train s", "infer ms/img", "tuning"]
+    parts = table.family_parts()
+    tests = [(part.family, part.test_note) for part, _ in parts if part.test_note]
+    ties = "".join(f"; {t}" if len(tests) == 1 else f"; {f}: {t}" for f, t in tests)
+    lower = any(part.lower_is_better for part, _ in parts)
     lines = [f"# {table.title}", "", note, "",
              "Our figures are test metrics over seeds/folds (mean ± std, 95% bootstrap CI of "
-             "the mean). **Bold**: best of its dataset; ≈: not significantly different from "
-             "it on the same test set (p ≥ 0.05; for a binary AUC DeLong's test on each row's "
-             "run-averaged probabilities, else a paired bootstrap of the mean over runs, "
-             "1000 resamples of the test images). Reported figures are the papers' own, on "
+             f"the mean{'; ↓: lower is better' * lower}). **Bold**: best of its dataset; ≈: not "
+             f"significantly different from it on the same test set (p ≥ 0.05{ties}). "
+             "Reported figures are the papers' own, on "
              "their own data; a proxy row is not the paper's dataset. Train s: median wall "
              "seconds of training (a two-stage method's source runs included); infer ms/img: "
              "median test-set prediction time per image; both on the machine named above; "
-             "MACs: one forward pass on one image.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in table.frame.to_dict("records"):
+             "MACs: one forward pass on one image.", ""]
+    for part, frame in parts:
+        if len(parts) > 1:
+            lines += [f"## {part.family}", ""]
+        lines += _markdown_rows(part, frame) + [""]
+    if table.notes:
+        lines += ["Notes:", *[f"- {n}" for n in table.notes]]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _markdown_rows(part: FamilyPart, frame) -> list[str]:
+    """One family's rows as a Markdown table, with that family's metric columns."""
+    head = ["rank", "method", "section", "model", "dataset", "data", "reported", "runs"]
+    head += [f"test {m.upper()}{' ↓' * (m in part.lower_is_better)} mean ± std [95% CI]"
+             for m in part.metrics]
+    head += ["params", "MACs", "train s", "infer ms/img", "tuning"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in frame.to_dict("records"):
         cells = [str(row["rank"]), row["method"], row["section"], row["model"], row["dataset"],
                  row["data"], row["reported"], str(row["runs"])]
-        cells += [_metric_cell(row, m) for m in table.metrics]
+        cells += [_metric_cell(row, m) for m in part.metrics]
         cells += [_si(row["params"]), _si(row["macs"]), _num(row["train_s"], 1),
                   _num(row["infer_ms"], 2), row["tuning"]]
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
-    if not len(table.frame):
+    if not len(frame):
         lines.append("| " + " | ".join(["–"] * len(head)) + " |")
-    if table.notes:
-        lines += ["", "Notes:", *[f"- {n}" for n in table.notes]]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _metric_cell(row: dict, metric: str) -> str:

@@ -11,11 +11,9 @@ import torch
 from torchmetrics import Metric, MetricCollection
 from torchmetrics import classification as tmc
 
-# Metric keys are constants shared by checkpointing, early stopping, tuning and leaderboards.
+# Metric names; their directions are declared with the family (tasks/classification/family.py)
 ACC, AUC, SENSITIVITY, SPECIFICITY, PRECISION, F1, KAPPA = (
     "acc", "auc", "sensitivity", "specificity", "precision", "f1", "kappa")
-HIGHER_IS_BETTER = {k: True for k in (ACC, AUC, SENSITIVITY, SPECIFICITY, PRECISION, F1, KAPPA)}
-HIGHER_IS_BETTER["loss"] = False
 
 
 class MultilabelCohenKappa(Metric):
@@ -43,19 +41,19 @@ class MultilabelCohenKappa(Metric):
             metric.reset()
 
 
-def scalar_metrics(task: str, num_classes: int) -> MetricCollection:
-    """Scalar metrics for ``task`` in binary / multiclass / multilabel / ordinal.
+def scalar_metrics(label_type: str, num_classes: int) -> MetricCollection:
+    """Scalar metrics for ``label_type`` in binary / multiclass / multilabel / ordinal.
 
     Inputs: probabilities of shape (N, C) (binary uses the positive column) and int targets.
     """
-    if task == "binary":
+    if label_type == "binary":
         metrics = {
             ACC: tmc.BinaryAccuracy(), AUC: tmc.BinaryAUROC(),
             SENSITIVITY: tmc.BinaryRecall(), SPECIFICITY: tmc.BinarySpecificity(),
             PRECISION: tmc.BinaryPrecision(), F1: tmc.BinaryF1Score(),
             KAPPA: tmc.BinaryCohenKappa(),
         }
-    elif task in ("multiclass", "ordinal"):
+    elif label_type in ("multiclass", "ordinal"):
         c = dict(num_classes=num_classes, average="macro")
         metrics = {
             ACC: tmc.MulticlassAccuracy(num_classes=num_classes, average="micro"),
@@ -63,9 +61,9 @@ def scalar_metrics(task: str, num_classes: int) -> MetricCollection:
             SPECIFICITY: tmc.MulticlassSpecificity(**c), PRECISION: tmc.MulticlassPrecision(**c),
             F1: tmc.MulticlassF1Score(**c),
             KAPPA: tmc.MulticlassCohenKappa(
-                num_classes=num_classes, weights="quadratic" if task == "ordinal" else None),
+                num_classes=num_classes, weights="quadratic" if label_type == "ordinal" else None),
         }
-    elif task == "multilabel":
+    elif label_type == "multilabel":
         c = dict(num_labels=num_classes, average="macro")
         metrics = {
             ACC: tmc.MultilabelAccuracy(**c), AUC: tmc.MultilabelAUROC(**c),
@@ -74,13 +72,13 @@ def scalar_metrics(task: str, num_classes: int) -> MetricCollection:
             KAPPA: MultilabelCohenKappa(num_classes),
         }
     else:
-        raise ValueError(f"unknown classification task '{task}'")
+        raise ValueError(f"unknown label type '{label_type}'")
     return MetricCollection(metrics)
 
 
-def confusion_matrix(task: str, num_classes: int) -> Metric:
-    if task == "binary":
+def confusion_matrix(label_type: str, num_classes: int) -> Metric:
+    if label_type == "binary":
         return tmc.BinaryConfusionMatrix()
-    if task == "multilabel":
+    if label_type == "multilabel":
         return tmc.MultilabelConfusionMatrix(num_labels=num_classes)
     return tmc.MulticlassConfusionMatrix(num_classes=num_classes)

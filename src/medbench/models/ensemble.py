@@ -15,7 +15,8 @@ class ProbabilityEnsemble(nn.Module):
     """Mean of the members' class probabilities, returned as log-probabilities.
 
     ``softmax`` (or ``sigmoid`` when ``multilabel``) of each member's output is averaged; the
-    log of the mean is returned so that the task's softmax gives back exactly the mean.
+    log of the mean is returned so that the classification module's softmax gives back
+    exactly the mean.
     """
 
     def __init__(self, members: Sequence[nn.Module], multilabel: bool = False) -> None:
@@ -34,7 +35,7 @@ class ProbabilityEnsemble(nn.Module):
         return torch.logit(mean.clamp_max(1 - 1e-7)) if self.multilabel else mean.log()
 
 
-@register_model(family="ensemble", source="medbench", composite=True)
+@register_model(architecture="ensemble", source="medbench", composite=True)
 def ensemble(in_chans: int, num_classes: int, members: Sequence[Mapping] = (),
              multilabel: bool = False) -> nn.Module:
     """``members``: ``[{name: resnet18_28, checkpoint: path/to/best.ckpt, kwargs: {}}, ...]``.

@@ -5,7 +5,7 @@ from torch import nn
 from medbench.models.registry import register_model
 
 
-@register_model(family="lenet", source="paper", min_input_size=12)
+@register_model(architecture="lenet", source="paper", min_input_size=12)
 def lenet5(in_chans: int = 1, num_classes: int = 10) -> nn.Module:
     """Two 5x5 conv + avg-pool stages, then 120-84-classes; an adaptive pool keeps any size."""
     return nn.Sequential(

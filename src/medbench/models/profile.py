@@ -11,11 +11,12 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, in_chans: int, size: int) -> int:
-    """MACs of one forward pass on a (1, in_chans, size, size) input (convs and matmuls)."""
+def count_macs(model: nn.Module, example: torch.Tensor) -> int:
+    """MACs of one forward pass on ``example`` (convs and matmuls), e.g. a (1, C, H, W) zero
+    input from the family's ``example_input``."""
     was_training = model.training
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, in_chans, size, size))
+        model(example)
     model.train(was_training)
     return counter.get_total_flops() // 2  # torch counts a multiply-add as 2 FLOPs

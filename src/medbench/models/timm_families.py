@@ -18,52 +18,52 @@ def _small_input_stem(model: nn.Module, in_chans: int) -> nn.Module:
     return model
 
 
-@register_model(family="resnet", source="timm")
+@register_model(architecture="resnet", source="timm")
 def resnet18(in_chans: int = 3, num_classes: int = 1000, **kwargs) -> nn.Module:
     return _timm("resnet18", in_chans, num_classes, **kwargs)
 
 
-@register_model(family="resnet", source="timm")
+@register_model(architecture="resnet", source="timm")
 def resnet34(in_chans: int = 3, num_classes: int = 1000, **kwargs) -> nn.Module:
     return _timm("resnet34", in_chans, num_classes, **kwargs)
 
 
-@register_model(family="resnet", source="timm")
+@register_model(architecture="resnet", source="timm")
 def resnet50(in_chans: int = 3, num_classes: int = 1000, **kwargs) -> nn.Module:
     return _timm("resnet50", in_chans, num_classes, **kwargs)
 
 
-@register_model(family="resnet", source="timm")
+@register_model(architecture="resnet", source="timm")
 def resnet18_28(in_chans: int = 3, num_classes: int = 1000, **kwargs) -> nn.Module:
     return _small_input_stem(_timm("resnet18", in_chans, num_classes, **kwargs), in_chans)
 
 
-@register_model(family="resnet", source="timm")
+@register_model(architecture="resnet", source="timm")
 def resnet50_28(in_chans: int = 3, num_classes: int = 1000, **kwargs) -> nn.Module:
     return _small_input_stem(_timm("resnet50", in_chans, num_classes, **kwargs), in_chans)
 
 
-@register_model(family="densenet", source="timm", min_input_size=29)
+@register_model(architecture="densenet", source="timm", min_input_size=29)
 def densenet121(in_chans: int = 3, num_classes: int = 1000, **kwargs) -> nn.Module:
     return _timm("densenet121", in_chans, num_classes, **kwargs)
 
 
-@register_model(family="densenet", source="timm", min_input_size=29)
+@register_model(architecture="densenet", source="timm", min_input_size=29)
 def densenet201(in_chans: int = 3, num_classes: int = 1000, **kwargs) -> nn.Module:
     return _timm("densenet201", in_chans, num_classes, **kwargs)
 
 
-@register_model(family="inception", source="timm", min_input_size=75)
+@register_model(architecture="inception", source="timm", min_input_size=75)
 def inception_v3(in_chans: int = 3, num_classes: int = 1000, **kwargs) -> nn.Module:
     return _timm("inception_v3", in_chans, num_classes, **kwargs)
 
 
-@register_model(family="inception", source="timm", min_input_size=75)
+@register_model(architecture="inception", source="timm", min_input_size=75)
 def inception_v4(in_chans: int = 3, num_classes: int = 1000, **kwargs) -> nn.Module:
     return _timm("inception_v4", in_chans, num_classes, **kwargs)
 
 
-@register_model(family="xception", source="timm", min_input_size=7)
+@register_model(architecture="xception", source="timm", min_input_size=7)
 def xception(in_chans: int = 3, num_classes: int = 1000, **kwargs) -> nn.Module:
     """Chollet's original Xception (timm's ``legacy_xception``)."""
     return _timm("legacy_xception", in_chans, num_classes, **kwargs)

@@ -15,7 +15,7 @@ def _adapt_first_conv(features: nn.Sequential, in_chans: int) -> None:
         )
 
 
-@register_model(family="alexnet", source="torchvision", min_input_size=63)
+@register_model(architecture="alexnet", source="torchvision", min_input_size=63)
 def alexnet(in_chans: int = 3, num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
     model = tvm.alexnet(weights=None, num_classes=num_classes, dropout=dropout)
     _adapt_first_conv(model.features, in_chans)
@@ -33,10 +33,10 @@ def _vgg(arch: str):
 
 # the VGG variants differ only in torchvision's builder: one factory, a registration each
 for _arch in ("vgg11", "vgg11_bn", "vgg16", "vgg16_bn"):
-    register_model(_arch, family="vgg", source="torchvision", min_input_size=32)(_vgg(_arch))
+    register_model(_arch, architecture="vgg", source="torchvision", min_input_size=32)(_vgg(_arch))
 
 
-@register_model(family="inception", source="torchvision", min_input_size=15)
+@register_model(architecture="inception", source="torchvision", min_input_size=15)
 def googlenet(in_chans: int = 3, num_classes: int = 1000, dropout: float = 0.2) -> nn.Module:
     """GoogLeNet (Inception-v1) without the auxiliary heads."""
     model = tvm.googlenet(weights=None, num_classes=num_classes, aux_logits=False,

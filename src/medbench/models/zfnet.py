@@ -10,7 +10,7 @@ from torch import nn
 from medbench.models.registry import register_model
 
 
-@register_model(family="zfnet", source="paper", min_input_size=53)
+@register_model(architecture="zfnet", source="paper", min_input_size=53)
 def zfnet(in_chans: int = 3, num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(in_chans, 96, kernel_size=7, stride=2, padding=1), nn.ReLU(inplace=True),

@@ -1,4 +1,4 @@
-"""MLflow tracking: run lifecycle and artifacts."""
+"""MLflow tracking: the run lifecycle (params, tags, artifacts, final status), liveness, resume."""
 
 from medbench.tracking.mlflow_run import RunLogger, Tracker, flatten, git_commit, is_rank_zero
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from medbench.config import compose_config
 from medbench.errors import ConfigError, TrainingError
-from medbench.tasks.fit import monitor_mode
+from medbench.family import family_of
 from medbench.tuning.outputs import StudyRun, best_trial, export_best
 from medbench.tuning.space import SearchSpace
 from medbench.tuning.study import budget_lock, claim_trial, finished_count, heartbeat, open_study
@@ -51,7 +51,7 @@ def tune(overrides: list[str]) -> TuneResult:
     train_overrides = [o for o in overrides if not TUNE_OVERRIDE.match(o)]
     _check_space(train_overrides, space)
     name = settings["name"] or _default_name(cfg)
-    direction = _direction(settings)
+    direction = _direction(settings, cfg)
     n_trials = int(settings["n_trials"])
     if settings["sampler"]["name"] == "grid":
         n_trials = min(n_trials, space.grid_size())
@@ -131,10 +131,12 @@ def _default_name(cfg: DictConfig) -> str:
     return f"{experiment}-{cfg.choices.get('search')}"
 
 
-def _direction(settings: dict[str, Any]) -> str:
+def _direction(settings: dict[str, Any], cfg: DictConfig) -> str:
+    """The study's direction; ``auto``: that of the metric, as the data's family declares it."""
     direction = settings["direction"]
     if direction == "auto":
-        return "maximize" if monitor_mode(settings["metric"]) == "max" else "minimize"
+        mode = family_of(cfg).monitor_mode(settings["metric"])
+        return "maximize" if mode == "max" else "minimize"
     if direction not in ("maximize", "minimize"):
         raise ConfigError(f"study.direction: expected maximize, minimize or auto, got "
                           f"'{direction}'")

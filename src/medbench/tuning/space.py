@@ -25,7 +25,7 @@ class SearchSpace:
 
     A spec is ``{type: float|int, low, high[, log][, step]}`` or ``{type: categorical,
     choices: [...]}``, plus ``key``: the Hydra override key it sets (default: the name), e.g.
-    ``task.optimizer.lr`` (a value), ``model`` (a config group option) or
+    ``runner.optimizer.lr`` (a value), ``model`` (a config group option) or
     ``+model.kwargs.drop_rate`` (a key the config does not have yet). Names stay short so that
     ``search.params.lr.high=0.01`` overrides a bound from the command line.
     """

@@ -5,7 +5,8 @@ at test time so that repeated stochastic passes approximate a Gaussian-process p
 spread of the passes is the prediction's uncertainty. Chosen here: timm ``resnet18`` with the
 MedMNIST 28 px stem (3x3 stride-1, no max-pool) instead of ResNet50v2, and ``nn.Dropout`` on the
 pooled features (MC dropout, Gal & Ghahramani 2016) instead of dropping weights. ``mc_samples``
-is the number of stochastic passes the training task averages at test time (see ``mc_predict``).
+is the number of stochastic passes the classification module averages at test time (see
+``mc_predict``).
 """
 
 import timm
@@ -44,7 +45,7 @@ class BayesianCNN(nn.Module):
         return probs.mean(0), probs.var(0, unbiased=False)
 
 
-@register_model(family="bayesian", source="paper")
+@register_model(architecture="bayesian", source="paper")
 def bayesian_cnn(in_chans: int = 3, num_classes: int = 2, dropout: float = 0.5,
                  mc_samples: int = 20) -> nn.Module:
     return BayesianCNN(in_chans, num_classes, dropout, mc_samples)

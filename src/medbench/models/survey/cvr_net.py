@@ -66,7 +66,7 @@ class CVRNet(nn.Module):
         return self.head(fused)
 
 
-@register_model(family="cvr_net", source="paper", min_input_size=2)
+@register_model(architecture="cvr_net", source="paper", min_input_size=2)
 def cvr_net(in_chans: int = 3, num_classes: int = 2, scales: Sequence[float] = (1.0, 0.5),
             widths: Sequence[int] = (32, 64, 128), fusion: str = "concat",
             dropout: float = 0.5) -> nn.Module:

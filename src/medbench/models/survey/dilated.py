@@ -39,7 +39,7 @@ class ParallelDilatedCNN(nn.Module):
         return self.head(self.fuse(x))
 
 
-@register_model(family="dilated", source="paper", min_input_size=4)
+@register_model(architecture="dilated", source="paper", min_input_size=4)
 def parallel_dilated_cnn(in_chans: int = 3, num_classes: int = 3,
                          dilations: Sequence[int] = (1, 2, 3), width: int = 32,
                          dropout: float = 0.5) -> nn.Module:

@@ -39,7 +39,7 @@ def _conv(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1), nn.RReLU()]
 
 
-@register_model(family="multicrop", source="paper", min_input_size=14)
+@register_model(architecture="multicrop", source="paper", min_input_size=14)
 def multicrop_cnn(in_chans: int = 1, num_classes: int = 2, width: int = 64, hidden: int = 32,
                   crops: Sequence[float] = (1.0, 0.5, 0.25)) -> nn.Module:
     """From 14 px the 1/4 crop rounds to 4 px, which the two later 2x2 max-pools reduce to 1 px."""

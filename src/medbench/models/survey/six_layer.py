@@ -13,7 +13,7 @@ from torch import nn
 from medbench.models.registry import register_model
 
 
-@register_model(family="six_layer", source="paper", min_input_size=26)
+@register_model(architecture="six_layer", source="paper", min_input_size=26)
 def six_layer_cnn(in_chans: int = 1, num_classes: int = 6, hidden: int = 150) -> nn.Module:
     """Valid convolutions as in the paper; C5 needs a 3 px S4 map, i.e. a 26 px input."""
     return nn.Sequential(

@@ -12,7 +12,7 @@ from torch import nn
 from medbench.models.registry import register_model
 
 
-@register_model(family="small_kernel", source="paper", min_input_size=6)
+@register_model(architecture="small_kernel", source="paper", min_input_size=6)
 def small_kernel_cnn(in_chans: int = 1, num_classes: int = 7, k: int = 4, alpha: float = 0.3,
                      dropout: float = 0.5, num_conv: int = 5) -> nn.Module:
     """Five valid 2x2 convolutions shrink the input by 5 px, hence the 6 px minimum."""

@@ -36,7 +36,7 @@ class TwoStreamFused(nn.Module):
         return scores.softmax(-1).mean(0).clamp_min(1e-12).log()
 
 
-@register_model(family="two_stream", source="paper", min_input_size=12, views=2)
+@register_model(architecture="two_stream", source="paper", min_input_size=12, views=2)
 def two_stream_fused(in_chans: int = 2, num_classes: int = 2, stream: str = "lenet5",
                      streams: int = 2, fusion: str = "scores") -> nn.Module:
     return TwoStreamFused(in_chans, num_classes, stream, streams, fusion)

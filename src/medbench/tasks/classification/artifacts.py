@@ -76,3 +76,17 @@ def plot_roc(labels: np.ndarray, probs: np.ndarray, class_names: list[str], path
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def write_test_outputs(predictions: dict[str, torch.Tensor], label_type: str,
+                       label_names: list[str], folder: Path) -> list[Path]:
+    """The per-sample predictions the leaderboard reads, the confusion matrix and ROC curves."""
+    from medbench.metrics.classification import confusion_matrix
+
+    probs, labels = predictions["probs"], predictions["label"]
+    names = label_names or [str(i) for i in range(probs.shape[1])]
+    scores = probs[:, 1] if label_type == "binary" else probs
+    confusion = confusion_matrix(label_type, probs.shape[1])(scores, labels.long())
+    return [write_predictions(predictions, folder / "predictions_test.csv"),
+            plot_confusion_matrix(confusion.numpy(), names, folder / "confusion_matrix.png"),
+            plot_roc(labels.numpy(), probs.numpy(), names, folder / "roc.png")]

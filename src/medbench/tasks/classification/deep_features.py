@@ -10,22 +10,17 @@ from __future__ import annotations
 
 import difflib
 import time
-from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from medbench.data import ClassificationDataModule
 from medbench.errors import ConfigError
-from medbench.metrics.classification import confusion_matrix, scalar_metrics
-from medbench.tasks.registry import TestOutcome, register_task
-from medbench.tracking import Tracker
+from medbench.metrics.classification import scalar_metrics
+from medbench.tasks.runner import RunContext, RunOutcome, finish
 
 
 class LayerFeatures:
@@ -36,7 +31,7 @@ class LayerFeatures:
         for name in layers:
             if name not in modules:
                 close = difflib.get_close_matches(name, list(modules), n=3)
-                raise ConfigError(f"task.layers: no module '{name}' in the model"
+                raise ConfigError(f"runner.layers: no module '{name}' in the model"
                                   + (f"; did you mean {', '.join(close)}?" if close else ""))
         self.net, self._outputs = net.eval(), {}
         if layers:
@@ -45,7 +40,7 @@ class LayerFeatures:
         else:
             linear = [m for m in net.modules() if isinstance(m, nn.Linear)]
             if not linear:
-                raise ConfigError("task.layers: the model has no Linear layer; name layers")
+                raise ConfigError("runner.layers: the model has no Linear layer; name layers")
             linear[-1].register_forward_hook(lambda _m, inputs, _o: self._store("head", inputs[0]))
 
     def _keep(self, name: str):
@@ -57,45 +52,42 @@ class LayerFeatures:
     @torch.no_grad()
     def transform(self, loader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         features, labels, indices = [], [], []
-        for images, target, index in loader:
+        for batch in loader:
             self._outputs.clear()
-            self.net(images)
+            self.net(batch["image"])
             features.append(torch.cat([self._outputs[k] for k in sorted(self._outputs)], 1))
-            labels.append(target)
-            indices.append(index)
+            labels.append(batch["target"])
+            indices.append(batch["index"])
         return (torch.cat(features).float().numpy(), torch.cat(labels).numpy(),
                 torch.cat(indices).numpy())
 
 
-@register_task("deep_features")
-def fit_deep_features(cfg: DictConfig, datamodule: ClassificationDataModule, net: nn.Module,
-                      tracker: Tracker, run_dir: Path, callbacks: Sequence[object] = ()
-                      ) -> TestOutcome:
-    """Features of ``task.layers`` fed to a scikit-learn classifier (no epochs: ``callbacks``
-    has nothing to act on and is ignored)."""
+def fit_deep_features(ctx: RunContext) -> RunOutcome:
+    """Features of ``runner.layers`` fed to a scikit-learn classifier (no epochs: a tuning
+    trial's callbacks have nothing to act on and are ignored)."""
+    cfg, datamodule = ctx.cfg, ctx.datamodule
     info = datamodule.info
-    if info.task == "multilabel":
-        raise ConfigError("task=deep_features supports binary, multi-class and ordinal labels")
-    tracker.set_tags({"features.pretrained": str(bool(cfg.model.pretrained_path))})
-    extractor = LayerFeatures(net, [str(layer) for layer in cfg.task.layers])
+    if info.label_type == "multilabel":
+        raise ConfigError("runner=deep_features supports binary, multi-class and ordinal labels")
+    tags = {"features.pretrained": str(bool(cfg.model.pretrained_path))}
+    extractor = LayerFeatures(ctx.net, [str(layer) for layer in cfg.runner.layers])
     start = time.perf_counter()
     x_train, y_train, _ = extractor.transform(datamodule.eval_dataloader("train"))
-    classifier = instantiate(cfg.task.classifier)
-    if cfg.task.standardize:
+    classifier = instantiate(cfg.runner.classifier)
+    if cfg.runner.standardize:
         classifier = make_pipeline(StandardScaler(), classifier)
     classifier.fit(x_train, y_train)
     fit_seconds = time.perf_counter() - start
-    tracker.set_tags({"features.dim": x_train.shape[1]})
+    tags["features.dim"] = str(x_train.shape[1])
     metrics: dict[str, float] = {}
     for split in ("val", "test"):
         start = time.perf_counter()
         x, y, index = extractor.transform(datamodule.eval_dataloader(split))
         probs = torch.as_tensor(classifier.predict_proba(x), dtype=torch.float32)
         test_seconds = time.perf_counter() - start  # the last split's: the test set
-        scores = probs[:, 1] if info.task == "binary" else probs
-        collection = scalar_metrics(info.task, info.num_classes).clone(prefix=f"{split}/")
+        scores = probs[:, 1] if info.label_type == "binary" else probs
+        collection = scalar_metrics(info.label_type, info.num_classes).clone(prefix=f"{split}/")
         metrics.update({k: float(v) for k, v in collection(scores, torch.as_tensor(y)).items()})
-    tracker.log_metrics(metrics)
-    confusion = confusion_matrix(info.task, info.num_classes)(scores, torch.as_tensor(y))
     predictions = {"index": torch.as_tensor(index), "label": torch.as_tensor(y), "probs": probs}
-    return TestOutcome(metrics, predictions, confusion.numpy(), None, fit_seconds, test_seconds)
+    return finish(ctx, RunOutcome(metrics, predictions, tags=tags, fit_seconds=fit_seconds,
+                                  test_seconds=test_seconds))

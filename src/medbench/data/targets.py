@@ -1,0 +1,147 @@
+"""Target kinds: what one item's target is, and how shared data code handles it.
+
+A data source declares its target kind; a family declares the kind it trains on (``train``
+checks they agree). The kind validates a split's targets, gives the strata that stratified
+splits and folds use, counts classes, fingerprints a split, feeds the targets through the
+image's augmentation (albumentations targets: one random draw for image, mask and boxes) and
+collates a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch.utils.data import default_collate
+
+from medbench.errors import DataError
+
+LABEL_TYPES = ("binary", "multiclass", "multilabel", "ordinal")
+
+
+class TargetKind:
+    """Base: targets that need nothing from the augmentation (a label per item)."""
+
+    name: ClassVar[str]
+
+    def validate(self, targets: Any, where: str) -> Any:
+        """The targets of one split, checked (``where`` names the dataset and split)."""
+        return targets
+
+    def strata(self, targets: Any) -> np.ndarray | None:
+        """One label per item for stratified splits and folds (None: unstratified)."""
+        return None
+
+    def counts(self, targets: Any) -> np.ndarray | None:
+        """Items per class (class weights, weighted sampling); None when undefined."""
+        return None
+
+    def summary(self, targets: Any) -> dict[str, Any]:
+        """Fingerprint of one split's targets, logged with the run (``data.*`` tags)."""
+        counts = self.counts(targets)
+        return {} if counts is None else {"class_counts": counts.tolist()}
+
+    def compose_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``albumentations.Compose`` (e.g. ``bbox_params``)."""
+        return {}
+
+    def augment_inputs(self, target: Any) -> dict[str, Any]:
+        """Extra inputs of the augmentation call, transformed with the image in one draw."""
+        return {}
+
+    def augmented(self, target: Any, output: dict[str, Any]) -> Any:
+        """The item's target after the augmentation, as a tensor (or dict of tensors)."""
+        return torch.as_tensor(target)
+
+    def collate(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
+        """A batch of items (dicts) as the model's step receives it."""
+        return default_collate(batch)
+
+
+class ClassLabels(TargetKind):
+    """Class labels: an integer per item, or a 0/1 vector (multi-label)."""
+
+    name = "class_labels"
+
+    def __init__(self, label_type: str, num_classes: int) -> None:
+        if label_type not in LABEL_TYPES:
+            raise DataError(f"label type '{label_type}' is not one of {LABEL_TYPES}")
+        self.label_type, self.num_classes = label_type, num_classes
+
+    def validate(self, targets: Any, where: str) -> np.ndarray:
+        labels = np.asarray(targets)
+        if self.label_type == "multilabel":
+            if labels.ndim != 2 or labels.shape[1] != self.num_classes:
+                raise DataError(f"{where} labels have shape {labels.shape}, expected "
+                                f"(N, {self.num_classes}) for multi-label")
+            if not np.isin(labels, (0, 1)).all():
+                raise DataError(f"{where} multi-label targets must be 0 or 1")
+            return labels.astype(np.float32)
+        labels = labels.reshape(-1)
+        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise DataError(
+                f"{where} labels span [{labels.min()}, {labels.max()}] but the dataset declares "
+                f"{self.num_classes} classes (expected 0..{self.num_classes - 1})")
+        return labels.astype(np.int64)
+
+    def strata(self, targets: np.ndarray) -> np.ndarray:
+        return targets if targets.ndim == 1 else targets.argmax(axis=1)
+
+    def counts(self, targets: np.ndarray) -> np.ndarray:
+        if self.label_type == "multilabel":
+            return targets.sum(axis=0).astype(np.int64)
+        return np.bincount(targets, minlength=self.num_classes)
+
+
+class Masks(TargetKind):
+    """Dense label maps (H, W[, D]) of class indices, augmented with the image."""
+
+    name = "masks"
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+
+    def augment_inputs(self, target: np.ndarray) -> dict[str, Any]:
+        return {"mask": target}
+
+    def augmented(self, target: Any, output: dict[str, Any]) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(output["mask"]), dtype=torch.long)
+
+
+class Boxes(TargetKind):
+    """Boxes per item: ``{"boxes": (N, 4) x_min, y_min, x_max, y_max in pixels, "labels": (N,)}``;
+    boxes follow the image's geometric augmentation (albumentations ``bbox_params``) and a batch
+    keeps one target dict per item (detectors take lists)."""
+
+    name = "boxes"
+
+    def __init__(self, num_classes: int, min_visibility: float = 0.0) -> None:
+        self.num_classes, self.min_visibility = num_classes, min_visibility
+
+    def compose_options(self) -> dict[str, Any]:
+        import albumentations as A
+
+        return {"bbox_params": A.BboxParams(format="pascal_voc", label_fields=["box_labels"],
+                                            min_visibility=self.min_visibility)}
+
+    def augment_inputs(self, target: dict[str, np.ndarray]) -> dict[str, Any]:
+        return {"bboxes": np.asarray(target["boxes"], dtype=np.float32).reshape(-1, 4),
+                "box_labels": np.asarray(target["labels"], dtype=np.int64)}
+
+    def augmented(self, target: Any, output: dict[str, Any]) -> dict[str, torch.Tensor]:
+        boxes = np.asarray(output["bboxes"], dtype=np.float32).reshape(-1, 4)
+        return {"boxes": torch.as_tensor(boxes),
+                "labels": torch.as_tensor(np.asarray(output["box_labels"], dtype=np.int64))}
+
+    def collate(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"image": _stack_or_list([item["image"] for item in batch]),
+                "target": [item["target"] for item in batch],
+                "index": torch.as_tensor([item["index"] for item in batch])}
+
+
+def _stack_or_list(images: Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    """One tensor when the images share a shape, else the list (detectors accept both)."""
+    same = all(image.shape == images[0].shape for image in images)
+    return torch.stack(list(images)) if same else list(images)

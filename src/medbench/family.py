@@ -1,0 +1,182 @@
+"""The task-family contract: the one seam every family (classification, segmentation,
+detection, ...) plugs into, and the registry that finds a family by name.
+
+A **family** is the problem a run solves. It declares what the data's targets are, its metric
+keys with their direction, how its model is fitted (a LightningModule for the shared Lightning
+runner, or a runner of its own), its metric collection, the files it writes for a test outcome,
+an example input for a data description, and its leaderboard schema. Shared code (``train``,
+the tuner, the leaderboard) reads a family only through this contract and never names one.
+
+This module and every family's ``family.py`` are import-light (no torch at import time): the
+torch-free leaderboard and the config composer read the declarations (metric directions,
+leaderboard schema); the methods that build torch objects import them when called.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from medbench.errors import ConfigError
+from medbench.registry import Registry
+
+if TYPE_CHECKING:  # torch-side types, for annotations only
+    import lightning.pytorch as pl
+    import torch
+    from omegaconf import DictConfig
+    from torchmetrics import MetricCollection
+
+    from medbench.data.base import DatasetInfo, SplitDataModule
+    from medbench.tasks.runner import RunContext, RunOutcome
+
+SPLIT_PREFIXES = ("train/", "val/", "test/")
+
+
+@dataclass(frozen=True)
+class MetricKey:
+    """A metric a family logs as ``<split>/<name>``, with its direction (torchmetrics'
+    ``higher_is_better``) and the label tables print."""
+
+    name: str
+    higher_is_better: bool
+    label: str = ""
+
+    @property
+    def mode(self) -> str:
+        """Lightning's ``mode`` for a checkpoint or early-stopping callback."""
+        return "max" if self.higher_is_better else "min"
+
+
+@dataclass(frozen=True)
+class LeaderboardSchema:
+    """How the torch-free leaderboard shows and compares a family's runs.
+
+    ``columns`` are test metric names (``test/<name>`` of the family's metric keys), the
+    primary first: rows rank by it, in its direction. ``read_per_sample`` parses a run's
+    ``per_sample_file`` artifact; ``paired_test(metric, runs_a, runs_b)`` returns the p-value
+    of two rows' difference on the same test items (NaN when they were not tested on the same
+    items); ``test_note`` says which test that is, for the tables' caption.
+    """
+
+    columns: tuple[str, ...]
+    per_sample_file: str
+    read_per_sample: Callable[[Path], Any]
+    paired_test: Callable[[str, list, list], float]
+    test_note: str = ""
+
+
+class Family:
+    """Base of every task family; a family is registered with :func:`register_family`.
+
+    Class attributes declare; methods build (torch objects, imported when called). Subclasses
+    set the attributes and implement :meth:`build_module`, :meth:`metric_collection` and
+    :meth:`write_test_outputs`; the other methods have defaults that suit most families.
+    """
+
+    name: ClassVar[str]
+    # the data's target kind (a medbench.data.targets.TargetKind subclass, named to stay
+    # import-light): validation, split strata, counts, collate and augmentation of targets
+    target_kind: ClassVar[str]
+    metric_keys: ClassVar[tuple[MetricKey, ...]]
+    default_monitor: ClassVar[str]
+    leaderboard: ClassVar[LeaderboardSchema]
+    # runner names this family accepts (``runner.name``); "lightning" fits build_module's output
+    runners: ClassVar[tuple[str, ...]] = ("lightning",)
+
+    # -- declarations ------------------------------------------------------------------------
+    def metric(self, key: str) -> MetricKey:
+        """The metric key behind ``val/<name>`` (or a bare name); a one-line error otherwise."""
+        name = key.split("/", 1)[1] if key.startswith(SPLIT_PREFIXES) else key
+        for metric in self.metric_keys:
+            if metric.name == name:
+                return metric
+        known = [f"val/{m.name}" for m in self.metric_keys]
+        close = difflib.get_close_matches(key, known, n=2)
+        raise ConfigError(f"'{key}' is not a validation metric of {self.name}"
+                          + (f"; did you mean {', '.join(close)}?" if close else "")
+                          + f" (known: {', '.join(known)})")
+
+    def monitor_mode(self, monitor: str) -> str:
+        """'max' or 'min' for a validation metric such as ``val/auc``."""
+        try:
+            if not monitor.startswith("val/"):
+                raise ConfigError(f"'{monitor}' is not a validation metric of {self.name}")
+            return self.metric(monitor).mode
+        except ConfigError as err:
+            raise ConfigError(f"monitor: {err}") from None
+
+    def check_runner(self, runner: str) -> None:
+        if runner not in self.runners:
+            close = difflib.get_close_matches(runner, self.runners, n=1, cutoff=0.5)
+            raise ConfigError(f"unknown runner '{runner}' for {self.name}"
+                              + (f"; did you mean '{close[0]}'?" if close else "")
+                              + f" (known: {', '.join(self.runners)})")
+
+    # -- torch side --------------------------------------------------------------------------
+    def num_outputs(self, info: DatasetInfo) -> int:
+        """Size of the network's output layer for this data (``num_classes`` of the factory)."""
+        return info.num_classes
+
+    def example_input(self, info: DatasetInfo, shape: Sequence[int]) -> torch.Tensor:
+        """One input batch of a single item of ``shape`` (C, *spatial): MACs, export, predict."""
+        import torch
+
+        return torch.zeros(1, *shape)
+
+    def runner(self, name: str) -> Callable[[RunContext], RunOutcome]:
+        """The function that fits and tests a model for ``runner.name``."""
+        self.check_runner(name)
+        from medbench.tasks.runner import fit_lightning
+
+        return fit_lightning
+
+    def build_module(self, cfg: DictConfig, net: torch.nn.Module,
+                     datamodule: SplitDataModule) -> pl.LightningModule:
+        raise NotImplementedError
+
+    def metric_collection(self, info: DatasetInfo) -> MetricCollection:
+        raise NotImplementedError
+
+    def write_test_outputs(self, predictions: Mapping[str, Any], info: DatasetInfo,
+                           folder: Path) -> list[Path]:
+        """Files of a test outcome (the per-sample file the leaderboard reads, plots)."""
+        raise NotImplementedError
+
+
+FAMILIES = Registry("family")
+
+
+def register_family(cls: type[Family]) -> type[Family]:
+    """Class decorator: registers a :class:`Family` subclass under its ``name``."""
+    FAMILIES.register(cls.name)(cls)
+    return cls
+
+
+_INSTANCES: dict[str, Family] = {}
+
+
+def get_family(name: str) -> Family:
+    """The registered family ``name`` (built-ins and plugins loaded first)."""
+    from medbench.plugins import load_plugins
+
+    load_plugins()
+    if name not in _INSTANCES:
+        _INSTANCES[name] = FAMILIES.get(name).builder()
+    return _INSTANCES[name]
+
+
+def family_names() -> list[str]:
+    from medbench.plugins import load_plugins
+
+    load_plugins()
+    return FAMILIES.names()
+
+
+def family_of(cfg: Mapping[str, Any]) -> Family:
+    """The family a composed config's data declares (``data.family``; classification when a
+    config predates families)."""
+    data = cfg.get("data") or {}
+    return get_family(str(data.get("family") or "classification"))

@@ -1,0 +1,1 @@
+"""The classification family: class labels (binary, multi-class, multi-label, ordinal)."""

@@ -1,0 +1,78 @@
+"""The classification family's declaration (import-light: torch is imported when building)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medbench.errors import ConfigError
+from medbench.family import Family, LeaderboardSchema, MetricKey, register_family
+from medbench.tasks.classification import ranking
+
+if TYPE_CHECKING:
+    import torch
+    from omegaconf import DictConfig
+    from torchmetrics import MetricCollection
+
+    from medbench.data.base import DatasetInfo, SplitDataModule
+    from medbench.tasks.classification.module import ClassificationModule
+
+
+@register_family
+class ClassificationFamily(Family):
+    """Class labels per image; MedMNIST v2's metrics (AUC: macro one-vs-rest, ACC: argmax)."""
+
+    name = "classification"
+    target_kind = "class_labels"
+    metric_keys = (
+        MetricKey("auc", True, "AUC"), MetricKey("acc", True, "ACC"),
+        MetricKey("sensitivity", True), MetricKey("specificity", True),
+        MetricKey("precision", True), MetricKey("f1", True, "F1"),
+        MetricKey("kappa", True, "Cohen's kappa"), MetricKey("loss", False),
+        MetricKey("mc_variance", False, "MC-dropout variance"),
+    )
+    default_monitor = "val/auc"
+    leaderboard = LeaderboardSchema(
+        columns=("auc", "acc"), per_sample_file=ranking.PER_SAMPLE_FILE,
+        read_per_sample=ranking.Predictions.read, paired_test=ranking.paired_test,
+        test_note=ranking.TEST_NOTE)
+    runners = ("lightning", "deep_features")
+
+    def runner(self, name: str):
+        self.check_runner(name)
+        if name == "deep_features":
+            from medbench.tasks.classification.deep_features import fit_deep_features
+
+            return fit_deep_features
+        return super().runner(name)
+
+    def build_module(self, cfg: DictConfig, net: torch.nn.Module,
+                     datamodule: SplitDataModule) -> ClassificationModule:
+        from hydra.utils import instantiate
+
+        from medbench.tasks.classification.module import ClassificationModule
+
+        weighting = cfg.runner.class_weighting
+        if weighting not in (None, "balanced"):
+            raise ConfigError(
+                f"runner.class_weighting: expected null or 'balanced', got '{weighting}'")
+        info = datamodule.info
+        return ClassificationModule(
+            net=net, label_type=info.label_type, num_classes=info.num_classes,
+            metrics=self.metric_collection(info),
+            optimizer=instantiate(cfg.runner.optimizer),
+            scheduler=instantiate(cfg.runner.scheduler),
+            class_weights=datamodule.class_weights() if weighting == "balanced" else None,
+            label_names=info.label_names, channels_last=cfg.runner.channels_last,
+        )
+
+    def metric_collection(self, info: DatasetInfo) -> MetricCollection:
+        from medbench.metrics.classification import scalar_metrics
+
+        return scalar_metrics(info.label_type, info.num_classes)
+
+    def write_test_outputs(self, predictions: dict[str, Any], info: DatasetInfo,
+                           folder: Path) -> list[Path]:
+        from medbench.tasks.classification.artifacts import write_test_outputs
+
+        return write_test_outputs(predictions, info.label_type, info.label_names, folder)

@@ -1,0 +1,76 @@
+"""Classification as a LightningModule: binary, multi-class, multi-label and ordinal labels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchmetrics import MetricCollection
+
+from medbench.tasks.module import FamilyModule
+
+
+class ClassificationModule(FamilyModule):
+    """Trains ``net``; logs ``<split>/<metric>`` per epoch; keeps test probabilities per item.
+
+    Binary problems use two logits and cross-entropy (MedMNIST convention); multi-label uses
+    BCE-with-logits; ordinal labels train as multi-class and report quadratic-weighted kappa.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        label_type: str,
+        num_classes: int,
+        metrics: MetricCollection,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        class_weights: torch.Tensor | None = None,
+        label_names: list[str] | None = None,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__(net, metrics, optimizer, scheduler)
+        self.save_hyperparameters(
+            ignore=["net", "metrics", "optimizer", "scheduler", "class_weights"], logger=False)
+        self.label_type, self.num_classes = label_type, num_classes
+        # channels-last: ResNet-18 (28), batch 128, 2 CPU threads trained at 38 vs 30 img/s here
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
+        self.register_buffer("class_weights", class_weights, persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() == 4:
+            images = images.contiguous(memory_format=self.memory_format)
+        return self.net(images)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.label_type == "multilabel":
+            return F.binary_cross_entropy_with_logits(
+                logits, labels.float(), pos_weight=self.class_weights)
+        return F.cross_entropy(logits, labels, weight=self.class_weights)
+
+    def predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        return logits.sigmoid() if self.label_type == "multilabel" else logits.softmax(dim=1)
+
+    def metric_inputs(self, probs: torch.Tensor) -> torch.Tensor:
+        return probs[:, 1] if self.label_type == "binary" else probs
+
+    def metric_target(self, labels: torch.Tensor) -> torch.Tensor:
+        return labels.long()
+
+    def test_outputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = batch["image"], batch["target"]
+        if not hasattr(self.net, "mc_predict"):
+            return super().test_outputs(batch)
+        # Bayesian CNN: the mean of Monte-Carlo dropout passes, and their variance
+        probs, variance = self.net.mc_predict(images.contiguous(memory_format=self.memory_format))
+        self.log("test/mc_variance", variance.sum(1).mean(), on_epoch=True,
+                 batch_size=len(labels))
+        return probs, F.nll_loss(probs.clamp_min(1e-12).log(), labels)
+
+    def per_sample(self, batch: dict[str, Any], probs: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"label": batch["target"], "probs": probs}

@@ -1,0 +1,129 @@
+"""The LightningModule glue every family shares: a family writes its loss and predictions.
+
+Lightning owns the loop; this base owns what every family does inside it the same way:
+optimiser and schedule from config, a finite-loss check, ``val/`` and ``test/`` metric
+collections cloned from one, and the per-sample test predictions (gathered across DDP ranks,
+the sampler's padded repeats dropped, ordered by item index) that the family writes out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+
+from medbench.errors import TrainingError
+
+
+class FamilyModule(pl.LightningModule):
+    """Subclasses implement :meth:`loss` and :meth:`predictions`; they may override
+    :meth:`metric_inputs`, :meth:`metric_target`, :meth:`test_outputs` and :meth:`per_sample`.
+    Batches are dicts with ``image``, ``target`` and ``index``."""
+
+    def __init__(self, net: nn.Module, metrics: MetricCollection,
+                 optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None
+                 ) -> None:
+        super().__init__()
+        self.net = net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.test_predictions: dict[str, torch.Tensor] = {}
+        self._test_batches: list[dict[str, torch.Tensor]] = []
+
+    # -- the family's part -------------------------------------------------------------------
+    def loss(self, outputs: torch.Tensor, target: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Per-item predictions from the network's outputs (e.g. class probabilities)."""
+        raise NotImplementedError
+
+    def metric_inputs(self, predictions: torch.Tensor) -> torch.Tensor:
+        return predictions
+
+    def metric_target(self, target: Any) -> Any:
+        return target
+
+    def test_outputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(predictions, loss) of a test batch."""
+        outputs = self(batch["image"])
+        return self.predictions(outputs), self.loss(outputs, batch["target"])
+
+    def per_sample(self, batch: dict[str, Any], predictions: torch.Tensor) -> dict[str, Any]:
+        """What the test outcome keeps per item (the family's writer reads these keys)."""
+        return {"target": batch["target"], "prediction": predictions}
+
+    # -- shared --------------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.loss(self(batch["image"]), batch["target"])
+        if not torch.isfinite(loss):
+            lr = self.optimizers().param_groups[0]["lr"]
+            raise TrainingError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch} step "
+                f"{self.global_step} (lr={lr:g}): lower runner.optimizer.lr or check the inputs"
+            )
+        self.log("train/loss", loss, on_step=False, on_epoch=True,
+                 batch_size=len(batch["index"]))
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        outputs = self(batch["image"])
+        self.log("val/loss", self.loss(outputs, batch["target"]), on_epoch=True,
+                 batch_size=len(batch["index"]))
+        self.val_metrics.update(self.metric_inputs(self.predictions(outputs)),
+                                self.metric_target(batch["target"]))
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute())
+        self.val_metrics.reset()
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        predictions, loss = self.test_outputs(batch)
+        self.log("test/loss", loss, on_epoch=True, batch_size=len(batch["index"]))
+        self.test_metrics.update(self.metric_inputs(predictions),
+                                 self.metric_target(batch["target"]))
+        self._test_batches.append({"index": batch["index"],
+                                   **self.per_sample(batch, predictions)})
+
+    def on_test_epoch_start(self) -> None:
+        self._test_batches.clear()
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+        kept = {key: torch.cat([b[key] for b in self._test_batches])
+                for key in self._test_batches[0]}
+        if self.trainer.world_size > 1:  # gather all ranks, drop the sampler's padded repeats
+            kept = {key: self.all_gather(value).flatten(0, 1) for key, value in kept.items()}
+            index, first = _first_occurrence(kept["index"])
+            kept = {key: index if key == "index" else value[first]
+                    for key, value in kept.items()}
+        order = kept["index"].argsort()
+        self.test_predictions = {key: value[order].cpu() for key, value in kept.items()}
+        self._test_batches.clear()
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
+                                                         "interval": "epoch"}}
+
+
+def _first_occurrence(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unique indices and the position of each one's first occurrence."""
+    unique, inverse = torch.unique(index, return_inverse=True)
+    positions = torch.arange(len(index), device=index.device)
+    first = torch.full((len(unique),), len(index), device=index.device, dtype=positions.dtype)
+    first.scatter_reduce_(0, inverse, positions, reduce="amin")
+    return unique, first

@@ -1,0 +1,123 @@
+"""Runners fit and test a model and return an outcome; they never see the tracker.
+
+``fit_lightning`` is the runner of every family with a LightningModule: Lightning fits it,
+the best checkpoint on ``monitor`` is selected, reloaded from disk and tested. A family with
+another loop (deep features + a scikit-learn classifier) returns the same :class:`RunOutcome`.
+``medbench.train`` alone logs an outcome.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig
+
+from medbench.data.base import SplitDataModule
+from medbench.errors import ConfigError
+from medbench.tasks.rng import RngState
+
+if TYPE_CHECKING:
+    from medbench.family import Family
+
+
+@dataclass
+class RunContext:
+    """What a runner gets: the config, the family, built data and network, its run folder,
+    extra Lightning callbacks (a tuning trial's pruning) and Lightning loggers (per-epoch
+    metrics; Lightning's interface, not the tracker's)."""
+
+    cfg: DictConfig
+    family: Family
+    datamodule: SplitDataModule
+    net: torch.nn.Module
+    run_dir: Path
+    callbacks: Sequence[pl.Callback] = ()
+    loggers: Sequence[Logger] = ()
+
+
+@dataclass
+class RunOutcome:
+    """What a runner hands back to be tracked."""
+
+    metrics: dict[str, float]  # final metrics (test/..., and val/... for epoch-free runners)
+    predictions: dict[str, torch.Tensor]  # per test item, "index" plus the family's keys
+    artifacts: list[Path] = field(default_factory=list)  # files the family wrote
+    tags: dict[str, str] = field(default_factory=dict)
+    checkpoint: str | None = None  # the selected checkpoint, if any
+    fit_seconds: float | None = None  # wall time of training (None: nothing was trained)
+    test_seconds: float | None = None  # wall time of predicting the test split
+
+    @property
+    def n_test_items(self) -> int:
+        return len(self.predictions["index"])
+
+
+def build_callbacks(cfg: DictConfig, family: Family, run_dir: Path) -> list[pl.Callback]:
+    """The config's callbacks; ``mode: auto`` takes the direction of the monitored metric."""
+    callbacks = []
+    for name, options in (cfg.callbacks or {}).items():
+        if options is None:
+            continue
+        if "_target_" not in options:
+            raise ConfigError(f"callbacks.{name}: entry has no _target_")
+        extra: dict[str, Any] = {}
+        if options.get("mode") == "auto":
+            extra["mode"] = family.monitor_mode(options.monitor)
+        if options._target_.endswith("ModelCheckpoint"):
+            extra["dirpath"] = str(run_dir / "checkpoints")
+        callback = instantiate(options, **extra)
+        if isinstance(callback, ProgressBar) and not cfg.trainer.get("enable_progress_bar", 1):
+            continue
+        callbacks.append(callback)
+    return callbacks
+
+
+def finish(ctx: RunContext, outcome: RunOutcome) -> RunOutcome:
+    """The family's test files, and the selected checkpoint's name and epoch as tags."""
+    outcome.artifacts += ctx.family.write_test_outputs(outcome.predictions, ctx.datamodule.info,
+                                                       ctx.run_dir)
+    if outcome.checkpoint:
+        epoch = torch.load(outcome.checkpoint, map_location="cpu", weights_only=True,
+                           mmap=True)["epoch"]
+        outcome.tags.update({"best_checkpoint": Path(outcome.checkpoint).name,
+                             "best_epoch": str(epoch)})
+    return outcome
+
+
+def fit_lightning(ctx: RunContext) -> RunOutcome:
+    """Fit, select the best checkpoint on ``cfg.monitor``, test it reloaded from disk.
+
+    ``trainer.max_epochs=0`` tests the model as built (pretrained weights, ensembles).
+    """
+    cfg = ctx.cfg
+    module = ctx.family.build_module(cfg, ctx.net, ctx.datamodule)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=[*build_callbacks(cfg, ctx.family, ctx.run_dir), RngState(),
+                                *ctx.callbacks],
+        logger=list(ctx.loggers) or False, default_root_dir=str(ctx.run_dir))
+    best, fit_seconds = None, None
+    if cfg.trainer.max_epochs > 0:
+        # resume=<run>: continue from the run's last checkpoint (model, optimiser, schedule,
+        # loops, callbacks, RNG states)
+        last = ctx.run_dir / "checkpoints" / "last.ckpt" if cfg.get("resume") else None
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=ctx.datamodule, ckpt_path=last, weights_only=True)
+        fit_seconds = time.perf_counter() - start
+        best = trainer.checkpoint_callback.best_model_path
+    trainer.loggers = []  # the test metrics are the outcome's: train logs them, once
+    start = time.perf_counter()
+    metrics = trainer.test(module, datamodule=ctx.datamodule, ckpt_path=best, verbose=False)[0]
+    test_seconds = time.perf_counter() - start
+    outcome = RunOutcome({k: float(v) for k, v in metrics.items()}, module.test_predictions,
+                         checkpoint=best or None, fit_seconds=fit_seconds,
+                         test_seconds=test_seconds)
+    return finish(ctx, outcome)

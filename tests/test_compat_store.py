@@ -1,0 +1,104 @@
+"""Runs tracked before the task-family contract (a store written by the previous main, kept in
+``tests/fixtures/store_v1``) keep their leaderboard rows, and their configurations keep their
+config hashes, so new runs of the same configuration join the old rows."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medbench.config import compose_config
+from medbench.leaderboard.build import build_tables
+from medbench.provenance import cpu_model
+from medbench.repeats import config_hash
+
+FIXTURE = Path(__file__).parent / "fixtures" / "store_v1"
+EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
+# the overrides every fixture run was trained with (besides its own)
+BASE = ["trainer.enable_progress_bar=false", "tracking.log_checkpoint=false",
+        "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
+
+
+@pytest.fixture(scope="module")
+def old_store(tmp_path_factory) -> str:
+    """The fixture copied, its artifact URIs pointed at the copy."""
+    folder = tmp_path_factory.mktemp("store_v1")
+    shutil.copy(FIXTURE / "mlflow.db", folder / "mlflow.db")
+    shutil.copytree(FIXTURE / "mlartifacts", folder / "mlartifacts")
+    old, new = Path(EXPECTED["results_dir"]).as_uri(), folder.as_uri()
+    with sqlite3.connect(folder / "mlflow.db") as db:
+        db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (old, new))
+        db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)",
+                   (old, new))
+    return f"sqlite:///{folder}/mlflow.db"
+
+
+@pytest.mark.parametrize("quick", [False, True], ids=["full", "quick"])
+def test_leaderboard_rows_of_old_runs_are_unchanged(old_store, quick):
+    tables = build_tables(old_store, quick=quick)
+    assert sum(len(t.frame) for t in tables) > 0
+    for table in tables:
+        stem = ("quick_" if quick else "") + table.key
+        before = pd.read_csv(FIXTURE / "leaderboard" / f"{stem}.csv")
+        if before.empty:  # the tables without rows no longer have classification columns
+            assert table.frame.empty, table.key
+            continue
+        now = table.frame[list(before.columns)].reset_index(drop=True)
+        assert len(now) == len(before), table.key
+        for column in before.columns:
+            a, b = now[column].to_numpy(), before[column].to_numpy()
+            if before[column].dtype.kind == "f":
+                np.testing.assert_allclose(a.astype(float), b, rtol=1e-9, err_msg=column)
+            else:
+                assert [str(x) if pd.notna(x) else "" for x in a] == [
+                    str(x) if pd.notna(x) else "" for x in b], f"{table.key}.{column}"
+        notes = json.loads((FIXTURE / "leaderboard" / f"{stem}.notes.json").read_text())
+        # the same notes; the survey entries' reasons for not running yet were reworded
+        assert [n.split(": not runnable yet:")[0] for n in table.notes] == [
+            n.split(": not runnable yet:")[0] for n in notes], table.key
+        assert set(table.frame["family"].dropna()) <= {"classification"}
+
+
+def test_classification_tables_show_classification_columns_only(old_store):
+    tables = {t.key: t for t in build_tables(old_store)}
+    assert tables["table10_classification"].metrics == ["auc", "acc"]
+    for key in ("table11_brain_segmentation", "table12_segmentation", "table13_detection",
+                "table14_localization"):
+        assert tables[key].metrics == [] and not any("auc" in c for c in tables[key].frame)
+    overall = tables["table15_overall"]
+    assert [p.family for p in overall.parts] == ["classification", "segmentation", "detection",
+                                                 "localization"]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED["presets"]))
+def test_presets_keep_their_config_hash(name):
+    overrides = name.split() if "=" in name else [f"experiment={name}"]
+    assert config_hash(compose_config(overrides)) == EXPECTED["presets"][name]
+
+
+def test_tracked_runs_keep_their_config_hash():
+    for run in EXPECTED["trained"]:
+        overrides = [*BASE, *run["overrides"], "seeds=null", f"seed={run['seed']}"]
+        if run["fold"] is not None:
+            overrides.append(f"cv.fold={run['fold']}")
+        assert config_hash(compose_config(overrides)) == run["config_hash"], run["overrides"]
+
+
+def test_same_seed_same_metrics_as_before(data_dir, results_dir):
+    """LeNet-5, seed 0, as the fixture trained it: the same metrics (bit-identical on the CPU
+    the fixture was written on, within float noise on another)."""
+    from medbench.train import train
+
+    [before] = [r for r in EXPECTED["trained"] if r["overrides"] == ["model=lenet5", "seeds=[0,1]"]
+                and r["seed"] == 0]
+    metrics = train(compose_config([*BASE, "model=lenet5", "seed=0",
+                                    f"paths.results_dir={results_dir}"]))
+    same_cpu = cpu_model() == EXPECTED.get("cpu", cpu_model())
+    for key, value in before["metrics"].items():
+        assert metrics[key] == (value if same_cpu else pytest.approx(value, abs=1e-3)), key
