@@ -25,7 +25,9 @@ FORBIDDEN = {
 # modules the torch-free leaderboard and config composer load: no torch at import time
 IMPORT_LIGHT = ("family.py", "plugins.py", "legacy.py", "catalog.py", "config.py",
                 "tasks/__init__.py", "tasks/classification/__init__.py",
-                "tasks/classification/family.py", "tasks/classification/ranking.py")
+                "tasks/classification/family.py", "tasks/classification/ranking.py",
+                "tasks/segmentation/__init__.py", "tasks/segmentation/family.py",
+                "tasks/segmentation/ranking.py")
 MAX_LINES = 300
 
 

@@ -59,24 +59,31 @@ def test_leaderboard_rows_of_old_runs_are_unchanged(old_store, quick):
                 assert [str(x) if pd.notna(x) else "" for x in a] == [
                     str(x) if pd.notna(x) else "" for x in b], f"{table.key}.{column}"
         notes = json.loads((FIXTURE / "leaderboard" / f"{stem}.notes.json").read_text())
-        # the same notes; the survey entries' reasons for not running yet were reworded
-        assert [n.split(": not runnable yet:")[0] for n in table.notes] == [
-            n.split(": not runnable yet:")[0] for n in notes], table.key
+        # the same notes, for the same entries (their reasons were reworded, and entries of
+        # families built since then are runnable now)
+        assert [n.split("): ")[0] for n in table.notes] == [
+            n.split("): ")[0] for n in notes], table.key
         assert set(table.frame["family"].dropna()) <= {"classification"}
 
 
 def test_classification_tables_show_classification_columns_only(old_store):
     tables = {t.key: t for t in build_tables(old_store)}
     assert tables["table10_classification"].metrics == ["auc", "acc"]
-    for key in ("table11_brain_segmentation", "table12_segmentation", "table13_detection",
-                "table14_localization"):
+    for key in ("table11_brain_segmentation", "table12_segmentation"):  # the family's own
+        assert tables[key].metrics == ["dice", "auc", "acc", "sensitivity", "specificity"]
+    for key in ("table13_detection", "table14_localization"):  # no schema yet: no columns
         assert tables[key].metrics == [] and not any("auc" in c for c in tables[key].frame)
     overall = tables["table15_overall"]
     assert [p.family for p in overall.parts] == ["classification", "segmentation", "detection",
                                                  "localization"]
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED["presets"]))
+# presets changed on purpose since the fixture was written (so their hash did too)
+CHANGED = {"survey/dasgupta2017_multilabel_fcn_vessels",  # made runnable: segmentation
+           "survey/maji2016_ensemble_12cnn_vessels"}
+
+
+@pytest.mark.parametrize("name", sorted(set(EXPECTED["presets"]) - CHANGED))
 def test_presets_keep_their_config_hash(name):
     overrides = name.split() if "=" in name else [f"experiment={name}"]
     assert config_hash(compose_config(overrides)) == EXPECTED["presets"][name]

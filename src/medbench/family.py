@@ -15,6 +15,7 @@ leaderboard schema); the methods that build torch objects import them when calle
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,8 +84,12 @@ class Family:
     metric_keys: ClassVar[tuple[MetricKey, ...]]
     default_monitor: ClassVar[str]
     leaderboard: ClassVar[LeaderboardSchema]
-    # runner names this family accepts (``runner.name``); "lightning" fits build_module's output
-    runners: ClassVar[tuple[str, ...]] = ("lightning",)
+    # the runners it accepts (``runner.name`` -> "module:function", imported when chosen);
+    # "lightning" fits build_module's LightningModule
+    runners: ClassVar[dict[str, str]] = {"lightning": "medbench.tasks.runner:fit_lightning"}
+    # the test uses values chosen on validation (segmentation thresholds): a test-only run
+    # (``trainer.max_epochs=0``) validates first
+    tunes_on_validation: ClassVar[bool] = False
 
     # -- declarations ------------------------------------------------------------------------
     def metric(self, key: str) -> MetricKey:
@@ -110,7 +115,7 @@ class Family:
 
     def check_runner(self, runner: str) -> None:
         if runner not in self.runners:
-            close = difflib.get_close_matches(runner, self.runners, n=1, cutoff=0.5)
+            close = difflib.get_close_matches(runner, list(self.runners), n=1, cutoff=0.5)
             raise ConfigError(f"unknown runner '{runner}' for {self.name}"
                               + (f"; did you mean '{close[0]}'?" if close else "")
                               + f" (known: {', '.join(self.runners)})")
@@ -129,9 +134,8 @@ class Family:
     def runner(self, name: str) -> Callable[[RunContext], RunOutcome]:
         """The function that fits and tests a model for ``runner.name``."""
         self.check_runner(name)
-        from medbench.tasks.runner import fit_lightning
-
-        return fit_lightning
+        module, function = self.runners[name].split(":")
+        return getattr(importlib.import_module(module), function)
 
     def build_module(self, cfg: DictConfig, net: torch.nn.Module,
                      datamodule: SplitDataModule) -> pl.LightningModule:

@@ -20,7 +20,8 @@ from pathlib import Path
 from medbench.errors import ConfigError
 
 # medbench's own task families: the package under medbench/tasks/ declaring each
-BUILTIN_FAMILIES = ("medbench.tasks.classification.family",)
+BUILTIN_FAMILIES = ("medbench.tasks.classification.family",
+                    "medbench.tasks.segmentation.family")
 ENTRY_POINT_GROUP = "medbench.plugins"
 ENV_VAR = "MEDBENCH_PLUGINS"
 

@@ -19,7 +19,7 @@ BOOKKEEPING = ("seed", "seeds", "resume", "paths", "tracking", "name", "choices"
                "trainer.enable_progress_bar", "trainer.enable_model_summary")
 # Options added after runs were tracked, with their default: a run on the default hashes as
 # it did before the option existed, so adding an option does not split leaderboard rows.
-ADDED_DEFAULTS = {"model.init": "library", "data.family": "classification"}
+ADDED_DEFAULTS = {"model.init": "library", "data.family": "classification", "ensemble": None}
 
 
 def config_hash(cfg: DictConfig) -> str:

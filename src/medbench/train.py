@@ -54,6 +54,14 @@ def build_model(cfg: DictConfig, family: Family, datamodule: SplitDataModule,
         if tracker is None or run_dir is None:
             raise ConfigError("model.pretrained_path=run:<id> needs a tracking store")
         pretrained = tracker.selected_checkpoint(str(pretrained)[4:], run_dir / "pretrained")
+    kwargs = OmegaConf.to_container(cfg.model.kwargs, resolve=True)
+    for i, member in enumerate(kwargs.get("members") or []):  # ensembles of tracked runs
+        if str(member.get("checkpoint", "")).startswith("run:"):
+            if tracker is None or run_dir is None:
+                raise ConfigError("model.kwargs.members: checkpoint run:<id> needs a tracking "
+                                  "store")
+            member["checkpoint"] = str(tracker.selected_checkpoint(
+                member["checkpoint"][4:], run_dir / "members" / str(i)))
     if cfg.model.in_chans not in (None, datamodule.model_in_chans):
         raise DataError(
             f"model.in_chans={cfg.model.in_chans} but {info.name} images have "
@@ -63,8 +71,7 @@ def build_model(cfg: DictConfig, family: Family, datamodule: SplitDataModule,
         cfg.model.name, in_chans=datamodule.model_in_chans, num_classes=family.num_outputs(info),
         pretrained_path=pretrained, input_size=datamodule.image_size,
         keep_output_neurons=cfg.model.get("keep_output_neurons", False),
-        init=cfg.model.get("init", "library"),
-        **OmegaConf.to_container(cfg.model.kwargs, resolve=True),
+        init=cfg.model.get("init", "library"), **kwargs,
     )
 
 
@@ -154,14 +161,15 @@ def train_run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = (),
                              loggers=[tracker.lightning_logger()])
         outcome = family.runner(cfg.runner.name)(context)
         if tracker.active:
-            _log_outcome(tracker, cfg, outcome)
+            _log_outcome(tracker, cfg, outcome, run_dir)
         return tracker.run_id, outcome.metrics
 
 
-def _log_outcome(tracker: Tracker, cfg: DictConfig, outcome: RunOutcome) -> None:
+def _log_outcome(tracker: Tracker, cfg: DictConfig, outcome: RunOutcome, run_dir: Path) -> None:
     tracker.log_metrics(outcome.metrics)
-    for path in outcome.artifacts:
-        tracker.log_artifact(path)
+    for path in outcome.artifacts:  # a file in a sub-folder of the run folder keeps its folder
+        folder = path.parent.relative_to(run_dir) if path.parent != run_dir else None
+        tracker.log_artifact(path, None if folder is None else str(folder))
     timings = {"time/test_ms_per_image": 1000 * outcome.test_seconds / outcome.n_test_items}
     if outcome.fit_seconds is not None:
         timings["time/fit_s"] = outcome.fit_seconds

@@ -96,18 +96,42 @@ class ClassLabels(TargetKind):
 
 
 class Masks(TargetKind):
-    """Dense label maps (H, W[, D]) of class indices, augmented with the image."""
+    """Dense label maps of class indices, augmented with the image in its random draw.
+
+    A target is a (H, W) array, or ``{"mask": (H, W), "fov": (H, W)}`` where the field of view
+    (or any region to score, 0 outside) follows the same geometric draw; items then carry
+    ``{"mask": long, "fov": bool}`` tensors.
+    """
 
     name = "masks"
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
 
-    def augment_inputs(self, target: np.ndarray) -> dict[str, Any]:
+    def compose_options(self) -> dict[str, Any]:
+        return {"additional_targets": {"fov": "mask"}}
+
+    def augment_inputs(self, target: Any) -> dict[str, Any]:
+        if isinstance(target, dict):
+            return {"mask": target["mask"], "fov": target["fov"]}
         return {"mask": target}
 
-    def augmented(self, target: Any, output: dict[str, Any]) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(output["mask"]), dtype=torch.long)
+    def augmented(self, target: Any, output: dict[str, Any]) -> Any:
+        mask = torch.as_tensor(np.asarray(output["mask"]), dtype=torch.long)
+        if "fov" not in output:
+            return mask
+        return {"mask": mask, "fov": torch.as_tensor(np.asarray(output["fov"]) > 0)}
+
+    def counts(self, targets: Any) -> np.ndarray:
+        """Pixels per class (inside the field of view when there is one)."""
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        for target in targets:
+            mask = target["mask"][target["fov"] > 0] if isinstance(target, dict) else target
+            counts += np.bincount(np.asarray(mask).ravel(), minlength=self.num_classes)
+        return counts
+
+    def summary(self, targets: Any) -> dict[str, Any]:
+        return {"pixel_counts": self.counts(targets).tolist()}
 
 
 class Boxes(TargetKind):

@@ -10,6 +10,7 @@ in, its per-sample file and its paired test; this module names no family.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -28,6 +29,7 @@ ALPHA = 0.05
 # would otherwise read thousands of prediction files); the mean and CI use every run
 MAX_TEST_RUNS = 25
 KEYS = ["family", "method", "dataset"]
+RUN_ID = re.compile(r"run:([\w-]+)")
 
 
 def families() -> dict[str, Family]:
@@ -42,24 +44,28 @@ def method_of(runs: pd.DataFrame) -> pd.Series:
 
 
 def with_source_training(runs: pd.DataFrame) -> pd.DataFrame:
-    """``time/fit_s`` including the training of the source runs a run started from
-    (``model.pretrained_path=run:<id>``, chained for twice-transfer learning): a two-stage
+    """``time/fit_s`` including the training of the runs a run was built from: the source
+    named by ``model.pretrained_path=run:<id>`` (chained for twice-transfer learning) and the
+    members of an ensemble (``model.kwargs.members`` checkpoints ``run:<id>``). A two-stage
     method's train time is that of the whole chain."""
     if runs.empty or "time/fit_s" not in runs:
         return runs
     fit = dict(zip(runs.run_id, runs["time/fit_s"], strict=True))
-    source = {r: str(p)[4:] for r, p in zip(runs.run_id, runs["model.pretrained_path"],
-                                            strict=True) if str(p).startswith("run:")}
+    sources = {}
+    nothing = pd.Series([None] * len(runs), index=runs.index)
+    for run_id, *params in zip(runs.run_id, runs.get("model.pretrained_path", nothing),
+                               runs.get("model.kwargs.members", nothing), strict=True):
+        found = [m for p in params for m in RUN_ID.findall(str(p))]
+        if found:
+            sources[run_id] = found
 
-    def chain(run_id: str) -> float:
-        total, seen = fit.get(run_id, np.nan), {run_id}
-        while run_id in source and source[run_id] not in seen:
-            run_id = source[run_id]
-            seen.add(run_id)
-            total += fit.get(run_id, np.nan)
-        return total
+    def total(run_id: str, seen: frozenset[str]) -> float:
+        own = fit.get(run_id, np.nan)
+        if np.isnan(own) and run_id in sources:
+            own = 0.0  # evaluated only (an ensemble): its members' training is the cost
+        return own + sum(total(s, seen | {s}) for s in sources.get(run_id, ()) if s not in seen)
 
-    return runs.assign(**{"time/fit_s": [chain(r) if r in source else fit[r]
+    return runs.assign(**{"time/fit_s": [total(r, frozenset({r})) if r in sources else fit[r]
                                          for r in runs.run_id]})
 
 

@@ -25,7 +25,8 @@ TAGS = ("medbench.kind", "medbench.config_hash", "medbench.budget", "family", "s
         "tuned.compute_hours")
 COST = ("model/params", "model/macs", "time/fit_s", "time/test_ms_per_image")
 METRICS = ("test/auc", "test/acc", *COST)  # read by default: the leaderboard's columns
-PARAMS = ("model.pretrained_path",)  # run:<id> names the source run of a two-stage method
+# run:<id> names the source run of a two-stage method, or the members of an ensemble
+PARAMS = ("model.pretrained_path", "model.kwargs.members")
 INFO = ("run_id", "experiment_id", "start_time", "artifact_uri")
 
 

@@ -3,6 +3,7 @@
 from medbench.models import (  # noqa: F401
     ensemble,
     lenet,
+    segmentation,
     survey,
     timm_families,
     torchvision_classics,

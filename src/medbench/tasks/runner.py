@@ -113,6 +113,8 @@ def fit_lightning(ctx: RunContext) -> RunOutcome:
         trainer.fit(module, datamodule=ctx.datamodule, ckpt_path=last, weights_only=True)
         fit_seconds = time.perf_counter() - start
         best = trainer.checkpoint_callback.best_model_path
+    elif ctx.family.tunes_on_validation:
+        trainer.validate(module, datamodule=ctx.datamodule, verbose=False)
     trainer.loggers = []  # the test metrics are the outcome's: train logs them, once
     start = time.perf_counter()
     metrics = trainer.test(module, datamodule=ctx.datamodule, ckpt_path=best, verbose=False)[0]

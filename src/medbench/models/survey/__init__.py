@@ -8,4 +8,5 @@ from medbench.models.survey import (  # noqa: F401
     six_layer,
     small_kernel,
     two_stream,
+    vessel_fcn,
 )

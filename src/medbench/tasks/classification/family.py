@@ -36,15 +36,8 @@ class ClassificationFamily(Family):
         columns=("auc", "acc"), per_sample_file=ranking.PER_SAMPLE_FILE,
         read_per_sample=ranking.Predictions.read, paired_test=ranking.paired_test,
         test_note=ranking.TEST_NOTE)
-    runners = ("lightning", "deep_features")
-
-    def runner(self, name: str):
-        self.check_runner(name)
-        if name == "deep_features":
-            from medbench.tasks.classification.deep_features import fit_deep_features
-
-            return fit_deep_features
-        return super().runner(name)
+    runners = {**Family.runners,
+               "deep_features": "medbench.tasks.classification.deep_features:fit_deep_features"}
 
     def build_module(self, cfg: DictConfig, net: torch.nn.Module,
                      datamodule: SplitDataModule) -> ClassificationModule:

@@ -1,0 +1,1 @@
+"""The segmentation family: a class per pixel, scored inside a field of view."""

@@ -1,0 +1,57 @@
+"""Files of a segmentation test: the per-image metrics, overlays and probability maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from medbench.tasks.segmentation.ranking import PER_SAMPLE_FILE  # noqa: E402
+
+
+def write_per_image(predictions: dict[str, Any], folder: Path) -> Path:
+    """One row per test image: its index and every per-image metric."""
+    frame = pd.DataFrame({k: np.asarray(v) for k, v in predictions.items()})
+    path = folder / PER_SAMPLE_FILE
+    frame.to_csv(path, index=False, float_format="%.6g")
+    return path
+
+
+def write_examples(examples: list[dict[str, np.ndarray]], names: list[str],
+                   folder: Path) -> list[Path]:
+    """Per kept test image: the image, the reference and the prediction overlaid (true
+    positives white, false positives red, false negatives blue; outside the FOV dimmed), and
+    the foreground probability map."""
+    folder = folder / "overlays"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for example in examples:
+        image = np.moveaxis(example["image"], 0, -1)
+        image = (image - image.min()) / max(float(np.ptp(image)), 1e-8)
+        probs, mask, fov = example["probs"], example["mask"], example["fov"].astype(bool)
+        predicted = probs[1:] >= example["thresholds"][:, None, None]
+        reference = np.stack([mask == c for c in range(1, probs.shape[0])])
+        overlay = np.zeros((*mask.shape, 3))
+        overlay[(predicted & reference).any(0)] = (1, 1, 1)
+        overlay[(predicted & ~reference).any(0)] = (1, 0.15, 0.15)
+        overlay[(~predicted & reference).any(0)] = (0.2, 0.4, 1)
+        overlay[~fov] *= 0.3
+        fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
+        panels = ((image.squeeze(), "image", "gray"), (overlay, "TP white, FP red, FN blue", None),
+                  (probs[1:].max(0), f"p({', '.join(names[1:])})", "magma"))
+        for ax, (data, title, cmap) in zip(axes, panels, strict=True):
+            ax.imshow(data, cmap=cmap, vmin=0, vmax=1)
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+        fig.tight_layout()
+        path = folder / f"test_{example['index']:03d}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    return written

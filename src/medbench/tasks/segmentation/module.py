@@ -1,0 +1,117 @@
+"""Segmentation as a LightningModule: trained on patches, scored on whole images.
+
+Validation and test images go through MONAI's ``sliding_window_inference`` (patch-sized
+windows, Gaussian-weighted overlap blending), so images of any size are predicted whole. The
+binarisation thresholds are chosen on each validation pass (pooled-Dice optimum, in the field
+of view) and kept as a buffer, so the selected checkpoint carries the thresholds of its own
+validation and the test never tunes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from monai.metrics import compute_hausdorff_distance
+from torch import nn
+from torchmetrics import MetricCollection
+
+from medbench.metrics.segmentation import FovPixelMetrics
+from medbench.tasks.module import FamilyModule
+
+EXAMPLES = 4  # test images kept whole for the overlays
+
+
+class SegmentationModule(FamilyModule):
+    """Batches: ``image`` (B, C, *S), ``target`` {"mask": (B, *S), "fov": (B, *S)}."""
+
+    def __init__(self, net: nn.Module, num_classes: int, loss: nn.Module,
+                 optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None,
+                 window: Sequence[int], overlap: float = 0.25, window_batch: int = 16,
+                 bins: int = 1000) -> None:
+        super().__init__(net, MetricCollection({}), optimizer, scheduler)
+        self.num_classes, self.criterion = num_classes, loss
+        self.window, self.overlap, self.window_batch = tuple(window), overlap, window_batch
+        self.val_pixels = FovPixelMetrics(num_classes, bins)
+        self.test_pixels = FovPixelMetrics(num_classes, bins)
+        self.register_buffer("thresholds", torch.full((num_classes - 1,), 0.5,
+                                                      dtype=torch.float64))
+        self.test_examples: list[dict[str, np.ndarray]] = []
+
+    def loss(self, logits: torch.Tensor, target: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.criterion(logits, target["mask"][:, None])
+
+    def predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.float().softmax(dim=1)
+
+    def whole(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of whole images, window by window."""
+        return sliding_window_inference(images, self.window, self.window_batch, self.net,
+                                        overlap=self.overlap, mode="gaussian")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        logits = self.whole(batch["image"])
+        self.log("val/loss", self.loss(logits, batch["target"]), on_epoch=True,
+                 batch_size=len(batch["index"]))
+        self.val_pixels.update(self.predictions(logits), batch["target"]["mask"],
+                               batch["target"]["fov"])
+
+    def on_validation_epoch_end(self) -> None:
+        results = self.val_pixels.results()
+        thresholds = results.pop("thresholds")
+        self.thresholds.copy_(torch.as_tensor(thresholds))
+        self.log_dict({f"val/{k}": float(v) for k, v in results.items()})
+        self.log("val/threshold", float(np.mean(thresholds)))
+        self.val_pixels.reset()
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        logits = self.whole(batch["image"])
+        probs, mask, fov = self.predictions(logits), batch["target"]["mask"], batch["target"]["fov"]
+        self.log("test/loss", self.loss(logits, batch["target"]), on_epoch=True,
+                 batch_size=len(batch["index"]))
+        scored = FovPixelMetrics(self.num_classes, self.test_pixels.bins)
+        scored.update(probs, mask, fov)
+        self.test_pixels.update(probs, mask, fov)
+        row = {k: torch.as_tensor(v) for k, v in scored.per_image(self.thresholds.cpu()).items()}
+        row["hd95"] = self._hd95(probs, mask, fov)
+        self._test_batches.append({"index": batch["index"], **row})
+        for i in range(len(batch["index"])):
+            if len(self.test_examples) < EXAMPLES:
+                self.test_examples.append({
+                    "index": int(batch["index"][i]), "image": batch["image"][i].cpu().numpy(),
+                    "probs": probs[i].cpu().numpy(), "mask": mask[i].cpu().numpy(),
+                    "fov": fov[i].cpu().numpy(), "thresholds": self.thresholds.cpu().numpy()})
+
+    def _hd95(self, probs: torch.Tensor, mask: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
+        """95th-percentile Hausdorff distance (pixels) per image, mean over foreground classes;
+        inside the FOV; NaN when the reference or the prediction is empty (MONAI: inf)."""
+        values = []
+        for c in range(1, self.num_classes):
+            predicted = (probs[:, c] >= self.thresholds[c - 1]) & fov
+            reference = (mask == c) & fov
+            distance = compute_hausdorff_distance(predicted[:, None].float().cpu(),
+                                                  reference[:, None].float().cpu(),
+                                                  include_background=True, percentile=95)[:, 0]
+            values.append(torch.where(torch.isfinite(distance), distance, torch.nan))
+        return torch.stack(values, 1).nanmean(1).double()
+
+    def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
+        self.test_examples.clear()
+        self.test_pixels.reset()
+
+    def on_test_epoch_end(self) -> None:
+        results = self.test_pixels.results(self.thresholds.cpu())
+        thresholds = results.pop("thresholds")
+        self.log_dict({f"test/{k}": float(v) for k, v in results.items()})
+        self.log("test/threshold", float(np.mean(thresholds)))
+        hd95 = torch.cat([b["hd95"] for b in self._test_batches])
+        finite = torch.isfinite(hd95)
+        self.log("test/hd95", float(hd95[finite].mean()) if finite.any() else float("nan"))
+        self.log("test/hd95_excluded", float((~finite).sum()))
+        super().on_test_epoch_end()
+        self.test_predictions["examples"] = list(self.test_examples)  # for the overlays

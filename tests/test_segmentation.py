@@ -1,0 +1,183 @@
+"""The segmentation family: pixel metrics in the field of view against brute force and
+scikit-learn, thresholds chosen on validation only, and a real DRIVE run end to end."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from medbench.metrics.segmentation import FovPixelMetrics
+
+
+def _batch(seed: int, n: int = 3, size: int = 24, empty: bool = False):
+    rng = np.random.default_rng(seed)
+    mask = (rng.random((n, size, size)) < 0.2).astype(np.int64)
+    if empty:
+        mask[0] = 0
+    p = np.clip(0.35 * mask + rng.random((n, size, size)) * 0.65, 0, 1)
+    probs = np.stack([1 - p, p], 1)
+    fov = np.zeros((n, size, size), bool)
+    fov[:, 3:-3, 2:-5] = True
+    return torch.tensor(probs), torch.tensor(mask), torch.tensor(fov)
+
+
+def _brute(probs, mask, fov, threshold: float) -> dict[str, np.ndarray]:
+    out = {k: [] for k in ("dice", "iou", "sensitivity", "specificity", "acc", "precision")}
+    for p, m, f in zip(probs[:, 1].numpy(), mask.numpy(), fov.numpy(), strict=True):
+        pred, ref = p[f] >= threshold, m[f] == 1
+        tp, fp = np.sum(pred & ref), np.sum(pred & ~ref)
+        fn, tn = np.sum(~pred & ref), np.sum(~pred & ~ref)
+        empty = tp + fn == 0
+        out["dice"].append(np.nan if empty else 2 * tp / (2 * tp + fp + fn))
+        out["iou"].append(np.nan if empty else tp / (tp + fp + fn))
+        out["sensitivity"].append(np.nan if empty else tp / (tp + fn))
+        out["specificity"].append(tn / (tn + fp))
+        out["acc"].append((tp + tn) / f.sum())
+        out["precision"].append(tp / (tp + fp))
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def test_fov_metrics_match_brute_force_and_sklearn():
+    metric = FovPixelMetrics(2)
+    probs, mask, fov = _batch(0)
+    metric.update(probs, mask, fov)
+    threshold = torch.tensor([0.5])
+    images = metric.per_image(threshold)
+    expected = _brute(probs, mask, fov, 0.5)
+    for name, values in expected.items():
+        np.testing.assert_allclose(images[name], values, rtol=1e-12, err_msg=name)
+    results = metric.results(threshold)
+    assert results["dice"] == pytest.approx(expected["dice"].mean())
+    inside = fov.numpy()
+    auc = roc_auc_score(mask.numpy()[inside], probs[:, 1].numpy()[inside])
+    assert abs(results["auc"] - auc) < 1e-3
+    pooled = _brute(probs.permute(1, 0, 2, 3).reshape(1, 2, -1, probs.shape[-1]),
+                    mask.reshape(1, -1, mask.shape[-1]), fov.reshape(1, -1, fov.shape[-1]), 0.5)
+    assert results["dice_pooled"] == pytest.approx(pooled["dice"][0])
+
+
+def test_thresholds_maximise_pooled_dice_on_the_grid():
+    metric = FovPixelMetrics(2, bins=100)
+    metric.update(*_batch(1))
+    best = float(metric.best_thresholds()[0])
+    pooled = {t: metric.results(torch.tensor([t]))["dice_pooled"] for t in np.arange(100) / 100}
+    assert pooled[round(best, 2)] == pytest.approx(max(pooled.values()))
+    assert metric.results()["thresholds"][0] == pytest.approx(best)
+
+
+def test_an_empty_reference_is_excluded_and_counted():
+    metric = FovPixelMetrics(2)
+    metric.update(*_batch(2, empty=True))
+    results = metric.results(torch.tensor([0.5]))
+    assert results["dice_excluded"] == 1 and results["sensitivity_excluded"] == 1
+    assert results["specificity_excluded"] == 0 and math.isfinite(results["dice"])
+    assert np.isnan(metric.per_image(torch.tensor([0.5]))["dice"][0])
+
+
+def test_drive_unet_end_to_end(make_cfg, data_dir, mlflow_client, only_run, results_dir):
+    from medbench.leaderboard.build import build_tables
+    from medbench.train import train
+
+    metrics = train(make_cfg(
+        "experiment=drive_unet", "trainer.max_epochs=2", "+trainer.limit_train_batches=2",
+        "data.patches_per_image=4", "+model.kwargs.encoder_depth=3",
+        "+model.kwargs.decoder_channels=[64,32,16]", "data.max_images={train: 4, test: 3}"))
+    run = only_run()
+    tags = run.data.tags
+    assert run.info.status == "FINISHED" and tags["family"] == "segmentation"
+    assert tags["data.shape"] == "[3, 64, 64]" and tags["runner"] == "lightning"
+    assert 0 < metrics["test/dice"] < 1 and 0.5 < metrics["test/auc"] <= 1
+    assert 0 < metrics["test/acc"] < 1 and "test/hd95" in metrics
+    # the test used the thresholds of the selected epoch's validation, not its own
+    history = mlflow_client.get_metric_history(run.info.run_id, "val/threshold")
+    chosen = {m.step: m.value for m in history}
+    assert any(abs(v - metrics["test/threshold"]) < 1e-9 for v in chosen.values())
+    files = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
+    assert {"per_image_test.csv", "overlays"} <= files
+    local = mlflow_client.download_artifacts(run.info.run_id, "per_image_test.csv",
+                                             str(results_dir))
+    per_image = pd.read_csv(local)
+    assert len(per_image) == 3 and per_image["dice"].mean() == pytest.approx(
+        metrics["test/dice"], abs=1e-5)
+    every = {t.key: t for t in build_tables(f"sqlite:///{results_dir}/mlflow.db")}
+    part, rows = dict((p.family, (p, f)) for p, f in every["all_methods"].family_parts())[
+        "segmentation"]
+    assert part.metrics[0] == "dice" and len(rows) == 1
+    assert rows.iloc[0]["dice_mean"] == pytest.approx(metrics["test/dice"])
+    assert every["table12_segmentation"].metrics == ["dice", "auc", "acc", "sensitivity",
+                                                     "specificity"]
+    assert torch.isfinite(torch.tensor(metrics["test/loss"]))
+
+
+@pytest.mark.parametrize("loss", ["dice_ce", "dice", "ce", "focal", "tversky"])
+def test_every_loss_builds_and_trains_a_step(loss):
+    from omegaconf import OmegaConf
+
+    from medbench.family import get_family
+    from medbench.models import create_model
+
+    class Data:  # the two attributes build_module reads
+        info = type("Info", (), {"num_classes": 3})()
+        spatial_shape = (16, 16)
+
+    cfg = OmegaConf.create({"runner": {"loss": loss, "optimizer": {
+        "_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}, "scheduler": None}})
+    module = get_family("segmentation").build_module(cfg, create_model("vessel_cnn", 1, 3),
+                                                     Data())
+    logits = module(torch.randn(2, 1, 16, 16))
+    value = module.loss(logits, {"mask": torch.randint(0, 3, (2, 16, 16))})
+    assert torch.isfinite(value) and value.requires_grad
+
+
+def test_second_observer_row_on_drive(make_cfg, data_dir, only_run):
+    """DRIVE's second observer against the first, inside the FOV: the human reference the
+    DRIVE literature quotes (F1 about 0.788, accuracy about 0.947)."""
+    from medbench.train import train
+
+    metrics = train(make_cfg("experiment=drive_second_observer"))
+    assert metrics["test/dice"] == pytest.approx(0.788, abs=0.002)
+    assert metrics["test/acc"] == pytest.approx(0.947, abs=0.002)
+    assert metrics["model/params"] == 0 and only_run().data.tags["runner"] == "observer"
+
+
+def test_survey_ensemble_trains_its_members_then_averages(data_dir, results_dir):
+    """6.2.2 (Maji 2016): members are tracked runs; the ensemble row sits in Table 13 with the
+    segmentation columns, its train time the members' own."""
+    from mlflow.tracking import MlflowClient
+
+    from medbench.catalog import catalog, select
+    from medbench.leaderboard.build import build_tables
+    from medbench.reproduce import reproduce
+    from medbench.train import train_run
+
+    reproduce(select("maji2016_ensemble_12cnn_vessels", catalog()), [0],
+              [f"paths.results_dir={results_dir}", "trainer.enable_progress_bar=false",
+               "ensemble.count=2", "+trainer.limit_train_batches=2",
+               "data.max_images={train: 3, test: 1}"], train_run, log=lambda _: None)
+    uri = f"sqlite:///{results_dir}/mlflow.db"
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    members = [r for r in runs if r.data.tags["medbench.kind"] == "member"]
+    [ensemble] = [r for r in runs if r.data.tags["medbench.kind"] == "run"]
+    assert len(members) == 2 and all(r.info.run_id in ensemble.data.params[
+        "model.kwargs.members"] for r in members)
+    detection = {t.key: t for t in build_tables(uri)}["table13_detection"]
+    row = detection.frame.set_index("method").loc["maji2016_ensemble_12cnn_vessels"]
+    assert row["family"] == "segmentation" and 0 < row["dice_mean"] < 1
+    assert row["train_s"] == pytest.approx(sum(r.data.metrics["time/fit_s"] for r in members))
+
+
+def test_unknown_loss_is_refused():
+    from omegaconf import OmegaConf
+
+    from medbench.errors import ConfigError
+    from medbench.family import get_family
+
+    cfg = OmegaConf.create({"runner": {"loss": "dicee"}})
+    with pytest.raises(ConfigError, match="runner.loss: 'dicee' is not one of dice_ce, dice"):
+        get_family("segmentation").build_module(cfg, None, None)
