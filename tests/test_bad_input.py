@@ -146,7 +146,7 @@ def test_survey_entry_not_runnable_yet_refuses_to_train(results_dir, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
     assert err[0].startswith("error: survey entry 'pereira2015_small_kernel_glioma' is not "
-                             "runnable yet: segmentation family")
+                             "runnable yet: the paper's design")
     assert not (results_dir / "mlflow.db").exists()  # refused before any run was opened
 
 
