@@ -181,3 +181,15 @@ def test_unknown_loss_is_refused():
     cfg = OmegaConf.create({"runner": {"loss": "dicee"}})
     with pytest.raises(ConfigError, match="runner.loss: 'dicee' is not one of dice_ce, dice"):
         get_family("segmentation").build_module(cfg, None, None)
+
+
+def test_the_observer_masks_do_not_split_a_row():
+    """What a second reader drew is another row's reference, not what this run trains on."""
+    from medbench.config import compose_config
+    from medbench.repeats import config_hash
+
+    base = config_hash(compose_config(["experiment=drive_unet"]))
+    assert base == config_hash(compose_config([
+        "experiment=drive_unet", "data.observer_values={0: 1, 1: 0}",
+        "data.splits.test.observer=elsewhere/id.gif"]))
+    assert base != config_hash(compose_config(["experiment=drive_unet", "data.channels=[1]"]))

@@ -16,10 +16,14 @@ from medbench.errors import ConfigError
 # trained and tested (the survey entry's text, published figures and tuning record describe it)
 BOOKKEEPING = ("seed", "seeds", "resume", "paths", "tracking", "name", "choices", "cv.fold",
                "data.root", "data.download", "survey", "reference", "tuned",
-               "trainer.enable_progress_bar", "trainer.enable_model_summary")
+               "trainer.enable_progress_bar", "trainer.enable_model_summary",
+               # a second reader's masks: the reference of another row (runner=observer)
+               "data.observer_values", "data.splits.train.observer", "data.splits.val.observer",
+               "data.splits.test.observer")
 # Options added after runs were tracked, with their default: a run on the default hashes as
 # it did before the option existed, so adding an option does not split leaderboard rows.
-ADDED_DEFAULTS = {"model.init": "library", "data.family": "classification", "ensemble": None}
+ADDED_DEFAULTS = {"model.init": "library", "data.family": "classification", "ensemble": None,
+                  "data.channels": None}
 
 
 def config_hash(cfg: DictConfig) -> str:
