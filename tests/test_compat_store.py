@@ -1,5 +1,5 @@
-"""Runs tracked before the task-family contract (a store written by the previous main, kept in
-``tests/fixtures/store_v1``) keep their leaderboard rows, and their configurations keep their
+"""Runs tracked before the task-family contract (a store written by the previous main, kept as
+SQL in ``tests/fixtures/store_v1``) keep their leaderboard rows, and their configurations keep their
 config hashes, so new runs of the same configuration join the old rows."""
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ BASE = ["trainer.enable_progress_bar=false", "tracking.log_checkpoint=false",
 def old_store(tmp_path_factory) -> str:
     """The fixture copied, its artifact URIs pointed at the copy."""
     folder = tmp_path_factory.mktemp("store_v1")
-    shutil.copy(FIXTURE / "mlflow.db", folder / "mlflow.db")
     shutil.copytree(FIXTURE / "mlartifacts", folder / "mlartifacts")
     old, new = Path(EXPECTED["results_dir"]).as_uri(), folder.as_uri()
-    with sqlite3.connect(folder / "mlflow.db") as db:
+    with sqlite3.connect(folder / "mlflow.db") as db:  # kept as SQL text, not a binary file
+        db.executescript((FIXTURE / "mlflow.sql").read_text(encoding="utf-8"))
         db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (old, new))
         db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)",
                    (old, new))
