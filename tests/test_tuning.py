@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from filelock import FileLock
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
 from optuna.trial import TrialState
@@ -193,8 +194,12 @@ def test_killed_worker_study_resumes(tune_args, results_dir):
         time.sleep(0.5)
         if first.poll() is not None:
             pytest.fail(first.stdout.read())
-        try:
-            trials = optuna.load_study(study_name="resume", storage=storage).trials
+        if not (results_dir / "optuna.db").is_file():
+            continue
+        try:  # under the worker's own lock: opening a new storage migrates its schema, and two
+            # processes migrating at once collide (alembic_version UNIQUE constraint)
+            with FileLock(f"{results_dir}/optuna.db.lock"):
+                trials = optuna.load_study(study_name="resume", storage=storage).trials
         except Exception:  # the worker has not created the storage or the study yet
             continue
         if len(trials) > 1 and len(trials[1].intermediate_values) >= 2:
