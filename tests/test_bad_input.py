@@ -141,11 +141,11 @@ def test_cross_validation_fold_out_of_range(run_cli):
 
 
 def test_survey_entry_not_runnable_yet_refuses_to_train(results_dir, capsys):
-    code = main(["train", "experiment=survey/pereira2015_small_kernel_glioma",
+    code = main(["train", "experiment=survey/zilly2017_greedy_boosted_cnn_optic_disc",
                  f"paths.results_dir={results_dir}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
-    assert err[0].startswith("error: survey entry 'pereira2015_small_kernel_glioma' is not "
+    assert err[0].startswith("error: survey entry 'zilly2017_greedy_boosted_cnn_optic_disc' is not "
                              "runnable yet: the paper's design")
     assert not (results_dir / "mlflow.db").exists()  # refused before any run was opened
 

@@ -11,7 +11,9 @@ from medbench.models import MODELS, create_model
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 
 
-STANDALONE = [n for n in MODELS.names() if not MODELS.get(n).meta.get("composite")]
+# detectors take lists of images and targets (tests/test_detection.py builds and trains them)
+STANDALONE = [n for n in MODELS.names() if not MODELS.get(n).meta.get("composite")
+              and MODELS.get(n).meta.get("family") != "detection"]
 
 
 def _minimum(name: str) -> int:
@@ -24,7 +26,14 @@ def _chans(name: str, per_view: int) -> int:
 
 
 def _size(name: str) -> int:
-    return max(28, _minimum(name))
+    # 3D models cost up to 24 GMACs a 28^3 volume: 4^3 here (tests/test_volumes.py: 28^3, 64^3)
+    side = 4 if MODELS.get(name).meta.get("spatial_dims", 2) == 3 else 28
+    return max(side, _minimum(name))
+
+
+def _input(name: str, batch: int, chans: int, side: int) -> torch.Tensor:
+    """A batch of ``side``-sized inputs in the model's spatial dims (1D signals, 2D images)."""
+    return torch.randn(batch, chans, *(side,) * MODELS.get(name).meta.get("spatial_dims", 2))
 
 
 @pytest.mark.parametrize("name", STANDALONE)
@@ -33,9 +42,9 @@ def test_forward_backward_any_channels_and_classes(name, in_chans):
     chans = _chans(name, in_chans)
     model = create_model(name, in_chans=chans, num_classes=3)
     size = _size(name)
-    out = model(torch.randn(2, chans, size, size))
+    out = model(_input(name, 2, chans, size))
     dense = MODELS.get(name).meta.get("family") == "segmentation"  # a class map per pixel
-    assert out.shape == ((2, 3, size, size) if dense else (2, 3))
+    assert out.shape == ((2, 3, *_input(name, 1, 1, size).shape[2:]) if dense else (2, 3))
     out.sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
@@ -52,10 +61,10 @@ def test_declared_minimum_input_size_is_exact(name):
     chans = _chans(name, 1)
     model = create_model(name, chans, 2).train()
     side = _minimum(name)
-    model(torch.randn(2, chans, side, side))
+    model(_input(name, 2, chans, side))
     if side > 1:
         with pytest.raises((RuntimeError, ValueError)):
-            model(torch.randn(2, chans, side - 1, side - 1))
+            model(_input(name, 2, chans, side - 1))
 
 
 @pytest.mark.parametrize("name", STANDALONE)

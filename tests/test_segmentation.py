@@ -92,7 +92,7 @@ def test_drive_unet_end_to_end(make_cfg, data_dir, mlflow_client, only_run, resu
     assert run.info.status == "FINISHED" and tags["family"] == "segmentation"
     assert tags["data.shape"] == "[3, 64, 64]" and tags["runner"] == "lightning"
     assert 0 < metrics["test/dice"] < 1 and 0.5 < metrics["test/auc"] <= 1
-    assert 0 < metrics["test/acc"] < 1 and "test/hd95" in metrics
+    assert 0 < metrics["test/acc"] < 1 and {"test/hd95", "test/asd"} <= set(metrics)
     # the test used the thresholds of the selected epoch's validation, not its own
     history = mlflow_client.get_metric_history(run.info.run_id, "val/threshold")
     chosen = {m.step: m.value for m in history}
@@ -104,6 +104,8 @@ def test_drive_unet_end_to_end(make_cfg, data_dir, mlflow_client, only_run, resu
     per_image = pd.read_csv(local)
     assert len(per_image) == 3 and per_image["dice"].mean() == pytest.approx(
         metrics["test/dice"], abs=1e-5)
+    assert per_image["asd"].dropna().mean() == pytest.approx(metrics["test/asd"], rel=1e-5)
+    assert (per_image["asd"].dropna() <= per_image["hd95"].dropna() + 1e-9).all()
     every = {t.key: t for t in build_tables(f"sqlite:///{results_dir}/mlflow.db")}
     part, rows = dict((p.family, (p, f)) for p, f in every["all_methods"].family_parts())[
         "segmentation"]
@@ -193,3 +195,26 @@ def test_the_observer_masks_do_not_split_a_row():
         "experiment=drive_unet", "data.observer_values={0: 1, 1: 0}",
         "data.splits.test.observer=elsewhere/id.gif"]))
     assert base != config_hash(compose_config(["experiment=drive_unet", "data.channels=[1]"]))
+
+
+def test_unet_encoder_from_a_classification_weights_file(tmp_path):
+    """A classifier's ResNet-18 (timm's names, its fc skipped) seeds the U-Net encoder alone."""
+    from medbench.errors import ConfigError
+    from medbench.models import create_model
+
+    classifier = create_model("resnet18", 3, 5)
+    torch.save(classifier.state_dict(), tmp_path / "resnet18.pt")
+    unet = create_model("unet", 3, 2, encoder_depth=3, decoder_channels=[32, 16, 8],
+                        encoder_weights_path=str(tmp_path / "resnet18.pt"))
+    assert torch.equal(unet.encoder.conv1.weight, classifier.conv1.weight)
+    assert torch.equal(unet.encoder.layer1[0].conv1.weight, classifier.layer1[0].conv1.weight)
+    torch.save({"other": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ConfigError, match="model.kwargs.encoder_weights_path: no tensor"):
+        create_model("unet", 3, 2, encoder_weights_path=str(tmp_path / "other.pt"))
+
+
+def test_fcn_keeps_the_input_size_for_any_channel_count():
+    from medbench.models import create_model
+
+    net = create_model("fcn", 1, 3)
+    assert net(torch.randn(1, 1, 40, 52)).shape == (1, 3, 40, 52)

@@ -195,7 +195,7 @@ def _models(args: list[str]) -> int:
         if not meta.get("composite"):
             chans = options.in_chans * meta.get("views", 1)  # two-stream: a group per view
             model = create_model(entry.name, chans, options.num_classes)
-            example = family.example_input(None, (chans, size, size))
+            example = family.example_input(None, (chans, *(size,) * meta.get("spatial_dims", 2)))
             cost = [f"{count_parameters(model) / 1e6:.2f} M",
                     f"{count_macs(model, example) / 1e6:.1f} M", str(size)]
         table.add_row(entry.name, meta.get("architecture", ""), meta.get("source", ""),

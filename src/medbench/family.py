@@ -60,6 +60,9 @@ class LeaderboardSchema:
     ``per_sample_file`` artifact; ``paired_test(metric, runs_a, runs_b)`` returns the p-value
     of two rows' difference on the same test items (NaN when they were not tested on the same
     items); ``test_note`` says which test that is, for the tables' caption.
+    ``rank_choices``: other metric names a dataset may rank its rows by instead of the primary
+    (its runs' ``data.rank_metric`` tag, from ``DatasetInfo.rank_metric``); shown as a column
+    of the tables that hold such rows.
     """
 
     columns: tuple[str, ...]
@@ -67,6 +70,7 @@ class LeaderboardSchema:
     read_per_sample: Callable[[Path], Any]
     paired_test: Callable[[str, list, list], float]
     test_note: str = ""
+    rank_choices: tuple[str, ...] = ()
 
 
 class Family:

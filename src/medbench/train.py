@@ -20,6 +20,7 @@ from medbench.errors import ConfigError, DataError
 from medbench.family import Family, family_of
 from medbench.models import create_model
 from medbench.models.profile import count_macs, count_parameters
+from medbench.models.registry import check_spatial_dims
 from medbench.provenance import machine_tags
 from medbench.repeats import config_hash
 from medbench.tasks.runner import RunContext, RunOutcome
@@ -67,6 +68,7 @@ def build_model(cfg: DictConfig, family: Family, datamodule: SplitDataModule,
             f"model.in_chans={cfg.model.in_chans} but {info.name} images have "
             f"{datamodule.model_in_chans} channel(s): leave model.in_chans=null to follow the data"
         )
+    check_spatial_dims(cfg.model.name, info.spatial_dims, f"data '{info.name}'")
     return create_model(
         cfg.model.name, in_chans=datamodule.model_in_chans, num_classes=family.num_outputs(info),
         pretrained_path=pretrained, input_size=datamodule.image_size,

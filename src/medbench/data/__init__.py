@@ -1,6 +1,14 @@
 """Data sources: each module registers its datamodule; import them here, once."""
 
-from medbench.data import files, image_masks, medmnist  # noqa: F401
+from medbench.data import (  # noqa: F401
+    boxes,
+    ecg,
+    files,
+    image_masks,
+    medmnist,
+    medmnist3d,
+    volumes,
+)
 from medbench.data.base import DatasetInfo, SplitDataModule
 from medbench.data.registry import DATAMODULES, register_datamodule
 

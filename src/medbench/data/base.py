@@ -20,7 +20,7 @@ from medbench.data.samplers import EpochSampler
 from medbench.data.sources import ImageSource, ItemDataset, PooledSource
 from medbench.data.splits import cross_validation_fold
 from medbench.data.targets import ClassLabels, TargetKind
-from medbench.data.transforms import build_pipeline
+from medbench.data.transforms import array_pipeline, build_pipeline
 from medbench.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
@@ -39,6 +39,11 @@ class DatasetInfo:
     label_type: str | None = None  # class targets: binary, multiclass, multilabel, ordinal
     label_names: list[str] = field(default_factory=list)
     spatial_dims: int = 2  # 1: signals, 2: images, 3: volumes
+    # the leaderboard ranks this dataset's rows by test/<rank_metric> (None: the family's
+    # primary), e.g. a class-balanced metric where accuracy rewards the majority class
+    rank_metric: str | None = None
+    # optional metric groups the family adds for this data (classification: per_class, jkappa)
+    extra_metrics: tuple[str, ...] = ()
 
 
 class SplitDataModule(pl.LightningDataModule):
@@ -197,12 +202,22 @@ class SplitDataModule(pl.LightningDataModule):
     def _dataset(self, split: str, augmented: bool) -> ItemDataset:
         self.setup()
         source, targets = self.splits[split]
+        return ItemDataset(source, targets, self.target_kind, self.build_transform(augmented),
+                           self.seed)
+
+    def build_transform(self, augmented: bool):
+        """The item pipeline of the ``augment`` steps (train or eval): albumentations for 2D
+        images; other spatial dims get the pipeline registered for them
+        (``transforms.register_pipeline``; 3D: MONAI), else :class:`ArrayPipeline` (normalise
+        and tensor, no augmentation steps)."""
         steps = self.augment.get("train" if augmented else "eval", [])
-        kind = self.target_kind
-        transform = build_pipeline(steps, self.normalize, self.resize, self.augment.get("views"),
-                                   compose_options=kind.compose_options(),
-                                   max_pixel_value=self.max_pixel_value())
-        return ItemDataset(source, targets, kind, transform, self.seed)
+        if self.info.spatial_dims != 2:  # albumentations transforms 2D images only
+            pipeline = array_pipeline(self.info.spatial_dims)  # 3D: MONAI (volume_transforms)
+            return pipeline(steps, self.normalize, self.resize, self.augment.get("views"),
+                            self.max_pixel_value(), f"{self.info.spatial_dims}D data")
+        return build_pipeline(steps, self.normalize, self.resize, self.augment.get("views"),
+                              compose_options=self.target_kind.compose_options(),
+                              max_pixel_value=self.max_pixel_value())
 
     def _loader_options(self, batch_size: int) -> dict[str, Any]:
         return dict(batch_size=batch_size, num_workers=self.num_workers,

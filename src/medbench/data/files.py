@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -37,7 +38,11 @@ class FileSource(ImageSource):
 
 
 class FileListDataModule(SplitDataModule):
-    """Shared logic for file-based sources: label encoding and split assignment."""
+    """Shared logic for file-based sources: label encoding and split assignment. Subclasses
+    reading other files (NIfTI volumes) override :meth:`file_source` and :meth:`check_shapes`
+    and set ``spatial_dims``."""
+
+    spatial_dims: ClassVar[int] = 2
 
     def __init__(self, name: str, label_type: str = "auto", in_chans: int = 1,
                  val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0,
@@ -55,7 +60,7 @@ class FileListDataModule(SplitDataModule):
         if label_type == "auto":
             label_type = "binary" if len(self.class_names) == 2 else "multiclass"
         self.info = DatasetInfo(name, "classification", len(self.class_names), in_chans,
-                                label_type, self.class_names)
+                                label_type, self.class_names, spatial_dims=self.spatial_dims)
 
     def read_records(self) -> list[dict[str, str]]:
         """Rows with keys path, label and optionally patient_id, split."""
@@ -63,6 +68,14 @@ class FileListDataModule(SplitDataModule):
 
     def patient_groups(self, split: str) -> np.ndarray | None:
         return self._patients.get(split)
+
+    def file_source(self, paths: list[Path]) -> ImageSource:
+        """The images of one split, read on access."""
+        return FileSource(paths, self.in_chans)
+
+    def check_shapes(self, paths: np.ndarray) -> None:
+        """Batches need one size (checked when ``data.resize`` is unset): headers only."""
+        _check_same_size(paths)
 
     def _encode(self, label: str) -> np.ndarray:
         index = {c: i for i, c in enumerate(self.class_names)}
@@ -86,12 +99,11 @@ class FileListDataModule(SplitDataModule):
                                      self.split_seed)
         paths = np.array([Path(r["path"]) for r in self.records], dtype=object)
         if not self.resize:
-            _check_same_size(paths)
+            self.check_shapes(paths)
         if groups is not None:
             self._patients = {split: groups[split_of == split] for split in SPLITS}
         return {
-            split: (FileSource(list(paths[split_of == split]), self.in_chans),
-                    labels[split_of == split])
+            split: (self.file_source(list(paths[split_of == split])), labels[split_of == split])
             for split in ("train", "val", "test")
         }
 

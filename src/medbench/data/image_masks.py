@@ -3,7 +3,9 @@
 A config names, per split, a glob of images and path templates of their masks; a regex on the
 image's file name gives the ``id`` (and any other named group) the templates are filled with.
 Splits load eagerly (small datasets such as DRIVE). Training serves random patches, evaluation
-whole images (which may differ in size: evaluate with batch size 1).
+whole images (which may differ in size: evaluate with batch size 1). ``spatial_dims: 3`` reads
+NIfTI volumes (image, label map and FOV ``.nii``/``.nii.gz``; their voxel spacing reaches the
+surface distances) and serves 3D patches.
 """
 
 from __future__ import annotations
@@ -14,30 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from medbench.data.base import SPLITS, DatasetInfo, SplitDataModule
+from medbench.data.mask_files import describe, natural, read_pixels
 from medbench.data.patches import ListSource, PatchDataset
 from medbench.data.registry import register_datamodule
 from medbench.data.sources import ImageSource
 from medbench.data.targets import Masks
-from medbench.data.transforms import build_pipeline
 from medbench.errors import ConfigError, DataError
-
-
-def _read(path: Path, what: str, mode: str | None = None) -> np.ndarray:
-    """A file's pixels: converted to ``mode`` ('L', 'RGB'), or as stored (palette indices)."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert(mode) if mode else image)
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise DataError(f"cannot read {what} {path}: {' '.join(str(err).split())}") from None
-
-
-def _natural(path: Path) -> list[Any]:
-    """Sort key: digits as numbers, so case_9 comes before case_10."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
 @register_datamodule("image_masks")
@@ -63,7 +50,8 @@ class ImageMaskDataModule(SplitDataModule):
                  patch_size: int | Sequence[int] = (64, 64), patches_per_image: int = 32,
                  foreground_fraction: float = 0.5, max_images: Mapping[str, int] | None = None,
                  channels: Sequence[int] | None = None,
-                 observer_values: Mapping[Any, int] | None = None, **kwargs: Any) -> None:
+                 observer_values: Mapping[Any, int] | None = None, spatial_dims: int = 2,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if self.sampler is not None:
             raise ConfigError("data.sampler: weighted sampling is not defined for masks; use null")
@@ -71,8 +59,9 @@ class ImageMaskDataModule(SplitDataModule):
         self.split_specs = _checked_splits(splits)
         if len(classes) < 2:
             raise ConfigError(f"data.classes: expected at least 2 class names, got {classes}")
-        if in_chans not in (1, 3):
-            raise ConfigError(f"data.in_chans: expected 1 (grayscale) or 3 (RGB), got {in_chans}")
+        if (in_chans not in (1, 3)) if spatial_dims == 2 else in_chans < 1:
+            expected = "1 (grayscale) or 3 (RGB)" if spatial_dims == 2 else "at least 1"
+            raise ConfigError(f"data.in_chans: expected {expected}, got {in_chans}")
         self.id_pattern = re.compile(id_pattern) if id_pattern else None
         if self.id_pattern is not None and "id" not in self.id_pattern.groupindex:
             raise ConfigError(f"data.id_pattern '{id_pattern}' has no named group (?P<id>...)")
@@ -81,9 +70,14 @@ class ImageMaskDataModule(SplitDataModule):
         if any(not 0 <= v < len(classes) for v in (self.mask_values or {}).values()):
             raise ConfigError(f"data.mask_values {self.mask_values}: class indices must be in "
                               f"0..{len(classes) - 1} ({len(classes)} classes)")
-        self.patch_size = (patch_size,) * 2 if isinstance(patch_size, int) else tuple(patch_size)
-        if len(self.patch_size) != 2 or min(self.patch_size) < 1:
-            raise ConfigError(f"data.patch_size: expected [height, width], got {patch_size}")
+        if spatial_dims not in (2, 3):
+            raise ConfigError(f"data.spatial_dims: expected 2 (images) or 3 (volumes), got "
+                              f"{spatial_dims}")
+        self.patch_size = ((patch_size,) * spatial_dims if isinstance(patch_size, int)
+                           else tuple(patch_size))
+        if len(self.patch_size) != spatial_dims or min(self.patch_size) < 1:
+            axes = "[height, width]" if spatial_dims == 2 else "[depth, height, width]"
+            raise ConfigError(f"data.patch_size: expected {axes}, got {patch_size}")
         if not 0.0 <= foreground_fraction <= 1.0:
             raise ConfigError(f"data.foreground_fraction: expected 0..1, got {foreground_fraction}")
         self.in_chans, self.val_fraction, self.split_seed = in_chans, val_fraction, split_seed
@@ -99,7 +93,7 @@ class ImageMaskDataModule(SplitDataModule):
         self.observers: dict[str, list[np.ndarray]] = {}  # second reader's masks, by split
         self.info = DatasetInfo(name or self.root.name, "segmentation", len(classes),
                                 len(self.channels) if self.channels else in_chans, None,
-                                list(classes), spatial_dims=2)
+                                list(classes), spatial_dims=spatial_dims)
 
     @property
     def target_kind(self) -> Masks:
@@ -122,7 +116,7 @@ class ImageMaskDataModule(SplitDataModule):
     def _pairs(self, split: str) -> list[tuple[Path, Path, Path | None]]:
         """(image, mask, fov) paths of a split, sorted by image, each checked to exist."""
         spec = self.split_specs[split]
-        images = sorted((p for p in self.root.glob(spec["images"]) if p.is_file()), key=_natural)
+        images = sorted((p for p in self.root.glob(spec["images"]) if p.is_file()), key=natural)
         if not images:
             raise DataError(f"{split} images: no file matches '{spec['images']}' under "
                             f"{self.root}")
@@ -155,24 +149,31 @@ class ImageMaskDataModule(SplitDataModule):
 
     def _load(self, image_path: Path, mask_path: Path,
               fov_path: Path | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        image = _read(image_path, "image", "L" if self.in_chans == 1 else "RGB")
-        image = image[..., None] if image.ndim == 2 else image
+        dims = self.info.spatial_dims
+        image, spacing = read_pixels(image_path, "image", "L" if self.in_chans == 1 else "RGB")
+        image = image[..., None] if image.ndim == dims else image
+        if image.ndim != dims + 1 or image.shape[-1] != self.in_chans:
+            raise DataError(f"image {image_path} has shape {image.shape}: expected {dims} "
+                            f"spatial axes and {self.in_chans} channel(s) (data.spatial_dims, "
+                            f"data.in_chans)")
         if self.channels is not None:
             image = np.ascontiguousarray(image[..., self.channels])
-        raw = _read(mask_path, "mask")
-        if raw.ndim != 2:
-            raise DataError(f"mask {mask_path} has {raw.shape[-1]} channels, expected a "
-                            f"single-channel label image")
+        raw = read_pixels(mask_path, "mask")[0]
+        if raw.ndim != dims:
+            raise DataError(f"mask {mask_path} has shape {raw.shape}, expected a single-channel "
+                            f"label {'image' if dims == 2 else 'volume'}")
         fov = np.ones(raw.shape, np.uint8)
         if fov_path is not None:
-            fov = _read(fov_path, "field-of-view file")
-            fov = (fov.max(axis=-1) if fov.ndim == 3 else fov) > 0
+            fov = read_pixels(fov_path, "field-of-view file")[0]
+            fov = (fov.max(axis=-1) if fov.ndim == dims + 1 else fov) > 0
         for path, array in ((mask_path, raw), (fov_path, fov)):
-            if array.shape != image.shape[:2]:
-                raise DataError(f"{path} is {array.shape[1]}x{array.shape[0]} but its image "
-                                f"{image_path} is {image.shape[1]}x{image.shape[0]} (width x "
-                                f"height): expected the same size")
-        return image, {"mask": self._classes(raw, mask_path), "fov": fov.astype(np.uint8)}
+            if array.shape != image.shape[:dims]:
+                raise DataError(f"{path} is {describe(array.shape)} but its image {image_path} "
+                                f"is {describe(image.shape[:dims])}: expected the same size")
+        target = {"mask": self._classes(raw, mask_path), "fov": fov.astype(np.uint8)}
+        if spacing is not None:
+            target["spacing"] = np.asarray(spacing[:dims], dtype=np.float64)
+        return image, target
 
     def _classes(self, raw: np.ndarray, path: Path,
                  values: Mapping[int, int] | None = None) -> np.ndarray:
@@ -216,10 +217,10 @@ class ImageMaskDataModule(SplitDataModule):
     def _observer(self, split: str, image: Path, shape: tuple[int, ...]) -> np.ndarray:
         """The second reader's mask of ``image``, as class indices."""
         path = self._companion(split, image, self._file_id(image, split), "observer")
-        raw = _read(path, "observer mask")
+        raw = read_pixels(path, "observer mask")[0]
         if raw.shape != shape:
-            raise DataError(f"{path} is {raw.shape[1]}x{raw.shape[0]} but its image {image} is "
-                            f"{shape[1]}x{shape[0]} (width x height): expected the same size")
+            raise DataError(f"{path} is {describe(raw.shape)} but its image {image} is "
+                            f"{describe(shape)}: expected the same size")
         return self._classes(raw, path, self.observer_values)
 
     def _dataset(self, split: str, augmented: bool) -> Dataset:
@@ -228,13 +229,9 @@ class ImageMaskDataModule(SplitDataModule):
             return super()._dataset(split, augmented)
         self.setup()
         source, targets = self.splits[split]
-        kind = self.target_kind
-        transform = build_pipeline(self.augment.get("train", []), self.normalize, self.resize,
-                                   self.augment.get("views"),
-                                   compose_options=kind.compose_options(),
-                                   max_pixel_value=self.max_pixel_value())
-        return PatchDataset(source, targets, kind, transform, self.patch_size,
-                            self.patches_per_image, self.foreground_fraction, self.seed)
+        return PatchDataset(source, targets, self.target_kind, self.build_transform(True),
+                            self.patch_size, self.patches_per_image, self.foreground_fraction,
+                            self.seed)
 
 
 def _checked_splits(splits: Mapping[str, Mapping[str, str | None]]) -> dict[str, dict]:

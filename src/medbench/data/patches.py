@@ -15,7 +15,7 @@ from medbench.data.targets import TargetKind
 
 
 class ListSource(ImageSource):
-    """Images held in a list of (H, W, C) arrays (sizes may differ between items)."""
+    """Images held in a list of (*spatial, C) arrays (sizes may differ between items)."""
 
     def __init__(self, images: list[np.ndarray]) -> None:
         self.images = images
@@ -27,14 +27,18 @@ class ListSource(ImageSource):
         return self.images[index]
 
 
-def crop(array: np.ndarray, top: int, left: int, size: Sequence[int]) -> np.ndarray:
-    """The ``size`` window at (top, left) of ``array``, zero where it leaves the array."""
-    height, width = size
-    out = np.zeros((height, width, *array.shape[2:]), dtype=array.dtype)
-    y0, x0 = max(top, 0), max(left, 0)
-    y1, x1 = min(top + height, array.shape[0]), min(left + width, array.shape[1])
-    if y1 > y0 and x1 > x0:
-        out[y0 - top:y1 - top, x0 - left:x1 - left] = array[y0:y1, x0:x1]
+def crop(array: np.ndarray, corner: Sequence[int], size: Sequence[int]) -> np.ndarray:
+    """The ``size`` window at ``corner`` (its first index on each spatial axis) of ``array``,
+    zero where it leaves the array; axes after the spatial ones are kept whole."""
+    out = np.zeros((*size, *array.shape[len(size):]), dtype=array.dtype)
+    source, target = [], []
+    for start, side, length in zip(corner, size, array.shape, strict=False):
+        lo, hi = max(start, 0), min(start + side, length)
+        if hi <= lo:
+            return out
+        source.append(slice(lo, hi))
+        target.append(slice(lo - start, hi - start))
+    out[tuple(target)] = array[tuple(source)]
     return out
 
 
@@ -58,8 +62,9 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.targets) * self.per_image
 
-    def centre(self, key: int) -> tuple[int, int]:
-        """(row, column) of the patch centre of draw ``key`` in its image."""
+    def centre(self, key: int) -> tuple[int, ...]:
+        """The patch centre of draw ``key`` in its image: (row, column), or (slice, row,
+        column) in a volume."""
         epoch, item = divmod(int(key), len(self))
         image = item // self.per_image
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, item, 1]))
@@ -67,17 +72,19 @@ class PatchDataset(Dataset):
         if rng.random() < self.foreground_fraction and len(self.foreground[image]):
             pool = self.foreground[image]
         shape = self.targets[image]["mask"].shape
-        flat = pool[rng.integers(len(pool))] if len(pool) else rng.integers(shape[0] * shape[1])
-        return divmod(int(flat), shape[1])
+        flat = pool[rng.integers(len(pool))] if len(pool) else rng.integers(np.prod(shape))
+        return tuple(int(i) for i in np.unravel_index(int(flat), shape))
 
     def __getitem__(self, key: int) -> dict[str, Any]:
         epoch, item = divmod(int(key), len(self))
         image = item // self.per_image
-        row, column = self.centre(key)
-        top, left = row - self.patch_size[0] // 2, column - self.patch_size[1] // 2
+        corner = [c - side // 2 for c, side in zip(self.centre(key), self.patch_size,
+                                                    strict=True)]
         full = self.targets[image]
-        target = {k: crop(full[k], top, left, self.patch_size) for k in ("mask", "fov")}
-        patch = crop(self.source[image], top, left, self.patch_size)
+        target = {k: crop(full[k], corner, self.patch_size) for k in ("mask", "fov")}
+        if "spacing" in full:
+            target["spacing"] = full["spacing"]
+        patch = crop(self.source[image], corner, self.patch_size)
         state = np.random.SeedSequence([self.seed, epoch, item])
         self.transform.set_random_state(np.random.default_rng(state),
                                         random.Random(int(state.generate_state(1)[0])))

@@ -22,10 +22,11 @@ class ImageSource:
 
 
 class ArraySource(ImageSource):
-    """Images held in one (N, H, W[, C]) array."""
+    """Images held in one (N, *spatial[, C]) array (``spatial_dims``: 2 for (N, H, W[, C]),
+    3 for volumes (N, D, H, W[, C]))."""
 
-    def __init__(self, images: np.ndarray) -> None:
-        self.images = images if images.ndim == 4 else images[..., None]
+    def __init__(self, images: np.ndarray, spatial_dims: int = 2) -> None:
+        self.images = images if images.ndim == spatial_dims + 2 else images[..., None]
 
     def __len__(self) -> int:
         return len(self.images)

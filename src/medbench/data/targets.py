@@ -98,9 +98,10 @@ class ClassLabels(TargetKind):
 class Masks(TargetKind):
     """Dense label maps of class indices, augmented with the image in its random draw.
 
-    A target is a (H, W) array, or ``{"mask": (H, W), "fov": (H, W)}`` where the field of view
-    (or any region to score, 0 outside) follows the same geometric draw; items then carry
-    ``{"mask": long, "fov": bool}`` tensors.
+    A target is a (*S) array, or ``{"mask": (*S), "fov": (*S)[, "spacing": (dims,)]}`` where
+    the field of view (or any region to score, 0 outside) follows the same geometric draw;
+    items then carry ``{"mask": long, "fov": bool[, "spacing": float64]}`` tensors (the voxel
+    spacing of a volume, for surface distances).
     """
 
     name = "masks"
@@ -120,7 +121,10 @@ class Masks(TargetKind):
         mask = torch.as_tensor(np.asarray(output["mask"]), dtype=torch.long)
         if "fov" not in output:
             return mask
-        return {"mask": mask, "fov": torch.as_tensor(np.asarray(output["fov"]) > 0)}
+        out = {"mask": mask, "fov": torch.as_tensor(np.asarray(output["fov"]) > 0)}
+        if isinstance(target, dict) and "spacing" in target:
+            out["spacing"] = torch.as_tensor(np.asarray(target["spacing"]), dtype=torch.float64)
+        return out
 
     def counts(self, targets: Any) -> np.ndarray:
         """Pixels per class (inside the field of view when there is one)."""
@@ -158,6 +162,14 @@ class Boxes(TargetKind):
         boxes = np.asarray(output["bboxes"], dtype=np.float32).reshape(-1, 4)
         return {"boxes": torch.as_tensor(boxes),
                 "labels": torch.as_tensor(np.asarray(output["box_labels"], dtype=np.int64))}
+
+    def counts(self, targets: Any) -> np.ndarray:
+        """Boxes per class."""
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        for target in targets:
+            counts += np.bincount(np.asarray(target["labels"], dtype=np.int64),
+                                  minlength=self.num_classes)
+        return counts
 
     def collate(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
         return {"image": _stack_or_list([item["image"] for item in batch]),

@@ -96,3 +96,48 @@ def build_pipeline(
     return ViewStack(A.Compose(chain, **options),
                      [A.Compose([build_step(s) for s in view] + _finish(normalize, max_pixel_value))
                       for view in views])
+
+
+class ArrayPipeline:
+    """Arrays that are not 2D images (1D signals, 3D volumes): ``(*spatial, C)`` ->
+    ``(C, *spatial)`` float tensor, ``(x / max_pixel_value - mean) / std`` per channel as
+    albumentations' Normalize does. albumentations transforms only 2D images, so augmentation
+    steps, resizing and views are refused here (``augment=none``) rather than ignored."""
+
+    def __init__(self, steps: Sequence[Any], normalize: Mapping[str, Sequence[float]],
+                 resize: Any = None, views: Any = None, max_pixel_value: float = 1.0,
+                 what: str = "this data") -> None:
+        for key, value in (("augment.train/eval", steps), ("augment.views", views),
+                           ("data.resize", resize)):
+            if value:
+                raise ConfigError(f"{key}={value!r}: albumentations transforms 2D images; "
+                                  f"{what} takes no such step (use augment=none)")
+        self.mean = torch.tensor(list(normalize["mean"]), dtype=torch.float32)
+        self.std = torch.tensor(list(normalize["std"]), dtype=torch.float32)
+        self.max_pixel_value = float(max_pixel_value)
+
+    def set_random_state(self, generator, py_random) -> None:
+        """Nothing is random here (the item dataset seeds every pipeline the same way)."""
+
+    def __call__(self, image, **targets) -> dict[str, Any]:
+        array = torch.as_tensor(image, dtype=torch.float32) / self.max_pixel_value
+        array = (array - self.mean) / self.std  # broadcast over the channel axis (last)
+        return {**targets, "image": array.movedim(-1, 0).contiguous()}
+
+
+# spatial dims -> a pipeline class with augmentation steps of its own, same constructor as
+# ArrayPipeline (3D volumes: MONAI, ``data/volume_transforms.py``); others get ArrayPipeline
+PIPELINES: dict[int, type] = {}
+
+
+def register_pipeline(spatial_dims: int):
+    """Class decorator: the item pipeline of ``spatial_dims``-D data other than 2D images."""
+    def register(cls: type) -> type:
+        PIPELINES[spatial_dims] = cls
+        return cls
+    return register
+
+
+def array_pipeline(spatial_dims: int) -> type:
+    """The pipeline class registered for ``spatial_dims``, else :class:`ArrayPipeline`."""
+    return PIPELINES.get(spatial_dims, ArrayPipeline)

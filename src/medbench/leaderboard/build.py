@@ -21,6 +21,7 @@ from medbench.catalog import SURVEY_TABLES, CatalogEntry, catalog
 from medbench.family import Family, family_names, get_family
 from medbench.leaderboard.collect import COST, collect_runs
 from medbench.leaderboard.predictions import PredictionStore
+from medbench.leaderboard.ranks import part_of, rank_metric, rank_notes
 from medbench.leaderboard.stats import mean_ci
 from medbench.leaderboard.table import METRIC_COLUMNS, ROW_COLUMNS, FamilyPart, LeaderboardTable
 
@@ -96,6 +97,7 @@ def aggregate(runs: pd.DataFrame, metrics: list[str]
     grouped = picked.groupby(KEYS, sort=True)
     rows = grouped.agg(
         model=("model", "last"), runs=("run_id", "size"), survey_id=("survey.id", "last"),
+        rank_metric=("data.rank_metric", "last"),
         **{name: (column, how) for name, column, how in (
             ("params", "model/params", "last"), ("macs", "model/macs", "last"),
             ("train_s", "time/fit_s", "median"), ("infer_ms", "time/test_ms_per_image", "median"))
@@ -131,15 +133,6 @@ def _tuning(runs: pd.DataFrame) -> str:
     return f"{trials.iloc[-1]} trials{spent} ({runs['tuned.study'].dropna().iloc[-1]})"
 
 
-def part_of(family: str, known: dict[str, Family]) -> FamilyPart:
-    """A family's columns in a table: none for a family with no registered schema yet."""
-    if family not in known:
-        return FamilyPart(family, ())
-    schema, metric = known[family].leaderboard, known[family].metric
-    return FamilyPart(family, schema.columns, frozenset(
-        c for c in schema.columns if not metric(c).higher_is_better), schema.test_note)
-
-
 def rank_and_test(rows: pd.DataFrame, members: dict[tuple[str, ...], list[str]],
                   predictions: PredictionStore, known: dict[str, Family]) -> pd.DataFrame:
     """Ranks by each family's primary metric, in its direction, within each dataset; marks
@@ -147,8 +140,8 @@ def rank_and_test(rows: pd.DataFrame, members: dict[tuple[str, ...], list[str]],
     (the family's paired test)."""
     out = []
     for (family, _), group in rows.groupby(["family", "dataset"], sort=True):
-        part, schema = part_of(family, known), known[family].leaderboard
-        primary = part.metrics[0]
+        part, schema = part_of(family, known, group), known[family].leaderboard
+        primary = rank_metric(group, part, schema)
         ascending = primary in part.lower_is_better
         group = group.sort_values(f"{primary}_mean", ascending=ascending,
                                   na_position="last").copy()
@@ -190,7 +183,8 @@ def build_tables(uri: str, quick: bool = False,
     """The survey's tables (5 to 15) and a table of every tracked method, from ``uri``.
     ``quick``: only runs of ``medbench reproduce --quick``; otherwise those are left out."""
     known = families()
-    metrics = list(dict.fromkeys(c for f in known.values() for c in f.leaderboard.columns))
+    metrics = list(dict.fromkeys(c for f in known.values() for c in (
+        *f.leaderboard.columns, *f.leaderboard.rank_choices)))
     every = collect_runs(uri, (*(f"test/{m}" for m in metrics), *COST))
     runs = with_source_training(every)
     runs = runs[(runs["medbench.kind"] == "run") & ((runs["medbench.budget"] == "quick") == quick)]
@@ -211,9 +205,9 @@ def build_tables(uri: str, quick: bool = False,
     surveyed = {e.id: e for e in entries}
     tables = [_survey_table(key, rows, surveyed, notes, ranked, known) for key in SURVEY_TABLES]
     present = list(dict.fromkeys(rows["family"])) if len(rows) else [next(iter(known))]
-    parts = [part_of(f, known) for f in _ordered(present, known)]
+    parts = [part_of(f, known, rows) for f in _ordered(present, known)]
     tables.append(_table("all_methods", "Every tracked method (surveyed or not), by dataset",
-                         ranked(rows), surveyed, notes, parts))
+                         ranked(rows), surveyed, notes + rank_notes(rows, known), parts))
     return tables
 
 
@@ -231,8 +225,9 @@ def _survey_table(key: str, rows: pd.DataFrame, entries: dict[str, CatalogEntry]
     chosen = [e for e in entries.values() if spec.includes(e.section, e.family)]
     ids = {e.id for e in chosen}
     mine = ranked(rows[rows["survey_id"].isin(ids)]) if len(rows) else rows
+    table_notes_ranked = rank_notes(mine, known)
     ran = set(mine["survey_id"]) if len(mine) else set()
-    table_notes = [n for n in notes if n.split(" ")[0] in ids]
+    table_notes = [n for n in notes if n.split(" ")[0] in ids] + table_notes_ranked
     for entry in chosen:
         if entry.id in ran:
             continue
@@ -242,7 +237,7 @@ def _survey_table(key: str, rows: pd.DataFrame, entries: dict[str, CatalogEntry]
         table_notes.append(f"{entry.section} {entry.id} ({reported}): {why}")
     present = [spec.family] if spec.family else [e.family for e in chosen]
     present += list(mine["family"]) if len(mine) else []
-    parts = [part_of(f, known) for f in _ordered(present, known)]
+    parts = [part_of(f, known, mine) for f in _ordered(present, known)]
     return _table(spec.stem, spec.title, mine, entries, table_notes, parts)
 
 

@@ -22,7 +22,7 @@ from medbench.errors import ConfigError
 TAGS = ("medbench.kind", "medbench.config_hash", "medbench.budget", "family", "survey.id",
         "survey.family", "survey.task", "survey.data_here", "dataset", "model", "seed",
         "cv.fold", "label_type", "choice.experiment", "tuned.study", "tuned.trials",
-        "tuned.compute_hours")
+        "tuned.compute_hours", "data.rank_metric")
 COST = ("model/params", "model/macs", "time/fit_s", "time/test_ms_per_image")
 METRICS = ("test/auc", "test/acc", *COST)  # read by default: the leaderboard's columns
 # run:<id> names the source run of a two-stage method, or the members of an ensemble

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,26 @@ def check_input_size(name: str, input_size: int) -> None:
         )
 
 
+def check_spatial_dims(name: str, spatial_dims: int, dataset: str = "the data") -> None:
+    """Refuse a model whose inputs have other spatial dims than the data's (registry meta
+    ``spatial_dims``, default 2; builders taking a ``spatial_dims`` argument and composites
+    are built for the data's)."""
+    entry = MODELS.get(name)
+    declared = entry.meta.get("spatial_dims")
+    if declared is None:
+        if entry.meta.get("composite") or "spatial_dims" in inspect.signature(
+                entry.builder).parameters:
+            return
+        declared = 2
+    if declared != spatial_dims:
+        raise ConfigError(f"model '{name}' takes {declared}D inputs but {dataset} is "
+                          f"{spatial_dims}D: pick a {spatial_dims}D model (`medbench models` "
+                          "lists each model's inputs)")
+
+
 def load_pretrained(model: nn.Module, path: str | Path, strict: bool = False,
-                    keep_output_neurons: bool = False) -> None:
+                    keep_output_neurons: bool = False,
+                    key: str = "model.pretrained_path") -> None:
     """Load a local state dict (or medbench/Lightning checkpoint) with weights_only=True.
 
     Tensors whose shapes differ (a new classifier, other input channels) are skipped, so
@@ -69,12 +88,12 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool = False,
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"model.pretrained_path: file not found: {path}")
+        raise ConfigError(f"{key}: file not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling refused or not a torch file
         raise ConfigError(
-            f"model.pretrained_path: {path} is not a loadable weights file ({err})") from None
+            f"{key}: {path} is not a loadable weights file ({err})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = {k.removeprefix("net."): v for k, v in state["state_dict"].items()}
     own = model.state_dict()
@@ -82,7 +101,7 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool = False,
     if keep_output_neurons:
         matched.update(_shared_output_rows(model, state))
     if not matched:
-        raise ConfigError(f"model.pretrained_path: no tensor of {path} matches the model")
+        raise ConfigError(f"{key}: no tensor of {path} matches the model")
     missing = sorted(set(own) - set(matched))
     if strict and missing:
         raise ConfigError(f"{path} does not fit the model: {len(missing)} tensor(s) missing or "

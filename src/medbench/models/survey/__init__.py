@@ -4,9 +4,12 @@ from medbench.models.survey import (  # noqa: F401
     bayesian,
     cvr_net,
     dilated,
+    fused_2d_3d,
     multicrop,
+    patch_segmenters,
     six_layer,
     small_kernel,
     two_stream,
     vessel_fcn,
+    volume_segmenters,
 )

@@ -29,13 +29,14 @@ class ClassificationFamily(Family):
         MetricKey("sensitivity", True), MetricKey("specificity", True),
         MetricKey("precision", True), MetricKey("f1", True, "F1"),
         MetricKey("kappa", True, "Cohen's kappa"), MetricKey("loss", False),
+        MetricKey("jkappa", True, "jκ index"),
         MetricKey("mc_variance", False, "MC-dropout variance"),
     )
     default_monitor = "val/auc"
     leaderboard = LeaderboardSchema(
         columns=("auc", "acc"), per_sample_file=ranking.PER_SAMPLE_FILE,
         read_per_sample=ranking.Predictions.read, paired_test=ranking.paired_test,
-        test_note=ranking.TEST_NOTE)
+        test_note=ranking.TEST_NOTE, rank_choices=("f1", "kappa", "jkappa", "sensitivity"))
     runners = {**Family.runners,
                "deep_features": "medbench.tasks.classification.deep_features:fit_deep_features"}
 
@@ -60,9 +61,15 @@ class ClassificationFamily(Family):
         )
 
     def metric_collection(self, info: DatasetInfo) -> MetricCollection:
+        from medbench.metrics.aami import extra_metrics
         from medbench.metrics.classification import scalar_metrics
 
-        return scalar_metrics(info.label_type, info.num_classes)
+        collection = scalar_metrics(info.label_type, info.num_classes)
+        extras = extra_metrics(tuple(info.extra_metrics), info.label_type, info.num_classes,
+                               list(info.label_names))
+        if extras is not None:  # per-dataset groups (DatasetInfo.extra_metrics)
+            collection.add_metrics(dict(extras.items()))
+        return collection
 
     def write_test_outputs(self, predictions: dict[str, Any], info: DatasetInfo,
                            folder: Path) -> list[Path]:

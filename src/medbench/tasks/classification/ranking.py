@@ -49,7 +49,7 @@ def paired_test(metric: str, a: list[Predictions], b: list[Predictions]) -> floa
     if not np.array_equal(a[0].labels, b[0].labels):
         return np.nan
     labels = a[0].labels
-    if labels.ndim > 1:  # multi-label: no paired test here
+    if labels.ndim > 1 or metric not in SCORES:  # multi-label, or no score here: no test
         return np.nan
     if metric == "auc" and a[0].probs.shape[1] == 2:
         mean_a = np.mean([r.probs[:, 1] for r in a], axis=0)

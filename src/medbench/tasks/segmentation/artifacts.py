@@ -25,13 +25,18 @@ def write_per_image(predictions: dict[str, Any], folder: Path) -> Path:
 
 def write_examples(examples: list[dict[str, np.ndarray]], names: list[str],
                    folder: Path) -> list[Path]:
-    """Per kept test image: the image, the reference and the prediction overlaid (true
-    positives white, false positives red, false negatives blue; outside the FOV dimmed), and
-    the foreground probability map."""
+    """Per kept test image (a volume: its middle slice along the first axis): the image, the
+    reference and the prediction overlaid (true positives white, false positives red, false
+    negatives blue; outside the FOV dimmed), and the foreground probability map."""
     folder = folder / "overlays"
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for example in examples:
+        if example["mask"].ndim == 3:
+            middle = example["mask"].shape[0] // 2
+            example = {**example, "image": example["image"][:, middle],
+                       "probs": example["probs"][:, middle], "mask": example["mask"][middle],
+                       "fov": example["fov"][middle]}
         image = np.moveaxis(example["image"], 0, -1)
         image = (image - image.min()) / max(float(np.ptp(image)), 1e-8)
         probs, mask, fov = example["probs"], example["mask"], example["fov"].astype(bool)

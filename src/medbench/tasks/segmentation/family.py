@@ -29,7 +29,7 @@ LOSSES = {
 class SegmentationFamily(Family):
     """A class per pixel. Metrics inside the field of view (``fov``): per-image means of Dice,
     IoU, sensitivity, specificity, accuracy and precision (``<m>``) and the pooled-pixel ones
-    (``<m>_pooled``), the pooled pixel AUC and HD95 (test), at validation-chosen thresholds."""
+    (``<m>_pooled``), the pooled pixel AUC, HD95 and ASD (test), at validation-chosen thresholds."""
 
     name = "segmentation"
     target_kind = "masks"
@@ -41,6 +41,7 @@ class SegmentationFamily(Family):
         *(MetricKey(f"{m}_pooled", True) for m in _PER_IMAGE),
         *(MetricKey(f"{m}_excluded", False) for m in _PER_IMAGE),
         MetricKey("hd95", False, "HD95"), MetricKey("hd95_excluded", False),
+        MetricKey("asd", False, "ASD"), MetricKey("asd_excluded", False),
         MetricKey("threshold", True), MetricKey("loss", False),
     )
     default_monitor = "val/dice"

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
-from monai.metrics import compute_hausdorff_distance
+from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
 from torch import nn
 from torchmetrics import MetricCollection
 
@@ -23,6 +23,31 @@ from medbench.metrics.segmentation import FovPixelMetrics
 from medbench.tasks.module import FamilyModule
 
 EXAMPLES = 4  # test images kept whole for the overlays
+
+
+def surface_distances(probs: torch.Tensor, mask: torch.Tensor, fov: torch.Tensor,
+                      thresholds: torch.Tensor,
+                      spacing: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Per image, mean over foreground classes, inside the FOV: the 95th-percentile Hausdorff
+    distance (``hd95``) and the symmetric average surface distance (``asd``), both MONAI's, in
+    the units of ``spacing`` ((B, dims): a volume's voxel spacing, usually mm), else in pixels;
+    NaN when the reference or the prediction is empty (MONAI returns inf or NaN there), so
+    such an image is excluded and counted."""
+    scale = None if spacing is None else spacing.double().cpu().tolist()
+    values: dict[str, list[torch.Tensor]] = {"hd95": [], "asd": []}
+    for c in range(1, probs.shape[1]):
+        predicted = ((probs[:, c] >= thresholds[c - 1]) & fov)[:, None].float().cpu()
+        reference = ((mask == c) & fov)[:, None].float().cpu()
+        for name, distance in (
+                ("hd95", compute_hausdorff_distance(predicted, reference,
+                                                    include_background=True, percentile=95,
+                                                    spacing=scale)),
+                ("asd", compute_average_surface_distance(predicted, reference,
+                                                         include_background=True,
+                                                         symmetric=True, spacing=scale))):
+            distance = distance[:, 0]
+            values[name].append(torch.where(torch.isfinite(distance), distance, torch.nan))
+    return {k: torch.stack(v, 1).nanmean(1).double() for k, v in values.items()}
 
 
 class SegmentationModule(FamilyModule):
@@ -77,7 +102,8 @@ class SegmentationModule(FamilyModule):
         scored.update(probs, mask, fov)
         self.test_pixels.update(probs, mask, fov)
         row = {k: torch.as_tensor(v) for k, v in scored.per_image(self.thresholds.cpu()).items()}
-        row["hd95"] = self._hd95(probs, mask, fov)
+        row.update(surface_distances(probs, mask, fov, self.thresholds.cpu(),
+                                     batch["target"].get("spacing")))
         self._test_batches.append({"index": batch["index"], **row})
         for i in range(len(batch["index"])):
             if len(self.test_examples) < EXAMPLES:
@@ -85,19 +111,6 @@ class SegmentationModule(FamilyModule):
                     "index": int(batch["index"][i]), "image": batch["image"][i].cpu().numpy(),
                     "probs": probs[i].cpu().numpy(), "mask": mask[i].cpu().numpy(),
                     "fov": fov[i].cpu().numpy(), "thresholds": self.thresholds.cpu().numpy()})
-
-    def _hd95(self, probs: torch.Tensor, mask: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
-        """95th-percentile Hausdorff distance (pixels) per image, mean over foreground classes;
-        inside the FOV; NaN when the reference or the prediction is empty (MONAI: inf)."""
-        values = []
-        for c in range(1, self.num_classes):
-            predicted = (probs[:, c] >= self.thresholds[c - 1]) & fov
-            reference = (mask == c) & fov
-            distance = compute_hausdorff_distance(predicted[:, None].float().cpu(),
-                                                  reference[:, None].float().cpu(),
-                                                  include_background=True, percentile=95)[:, 0]
-            values.append(torch.where(torch.isfinite(distance), distance, torch.nan))
-        return torch.stack(values, 1).nanmean(1).double()
 
     def on_test_epoch_start(self) -> None:
         super().on_test_epoch_start()
@@ -109,9 +122,11 @@ class SegmentationModule(FamilyModule):
         thresholds = results.pop("thresholds")
         self.log_dict({f"test/{k}": float(v) for k, v in results.items()})
         self.log("test/threshold", float(np.mean(thresholds)))
-        hd95 = torch.cat([b["hd95"] for b in self._test_batches])
-        finite = torch.isfinite(hd95)
-        self.log("test/hd95", float(hd95[finite].mean()) if finite.any() else float("nan"))
-        self.log("test/hd95_excluded", float((~finite).sum()))
+        for name in ("hd95", "asd"):
+            distance = torch.cat([b[name] for b in self._test_batches])
+            finite = torch.isfinite(distance)
+            self.log(f"test/{name}",
+                     float(distance[finite].mean()) if finite.any() else float("nan"))
+            self.log(f"test/{name}_excluded", float((~finite).sum()))
         super().on_test_epoch_end()
         self.test_predictions["examples"] = list(self.test_examples)  # for the overlays

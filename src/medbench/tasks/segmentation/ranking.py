@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medbench.leaderboard.stats import paired_bootstrap
+from medbench.leaderboard.stats import paired_bootstrap, read_per_sample_csv
 
 PER_SAMPLE_FILE = "per_image_test.csv"
 TEST_NOTE = ("a paired bootstrap over the test images of the per-image mean, each row's runs "
@@ -25,12 +25,7 @@ class PerImage:
 
     @classmethod
     def read(cls, path: Path) -> PerImage:
-        header, _, body = path.read_text().partition("\n")
-        columns = header.strip().split(",")
-        table = np.genfromtxt(body.splitlines(), delimiter=",", ndmin=2)
-        table = table[np.argsort(table[:, 0], kind="stable")]
-        return cls(table[:, 0].astype(np.int64),
-                   {c: table[:, i] for i, c in enumerate(columns) if c != "index"})
+        return cls(*read_per_sample_csv(path))
 
 
 def _mean(_: np.ndarray, values: np.ndarray) -> float:

@@ -1,0 +1,1 @@
+"""The detection family: boxes per image, torchvision detectors, COCO mAP and FROC."""

@@ -1,0 +1,112 @@
+"""Detection as a LightningModule over torchvision's detector API.
+
+Training feeds the detector a list of images and a list of target dicts and minimises the sum
+of the losses it returns; evaluation takes its per-image predictions. The data's class
+indices (0..K-1) become the detector's 1..K (0 is the background) and back. The score
+threshold of precision / recall / F1 is chosen on each validation pass and kept as a buffer,
+so the selected checkpoint carries the threshold of its own validation and the test never
+tunes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+
+from medbench.errors import TrainingError
+from medbench.metrics.detection import DetectionScores, per_image
+from medbench.tasks.module import FamilyModule
+
+EXAMPLES = 4  # test images kept for the drawn boxes
+
+
+class DetectionModule(FamilyModule):
+    """Batches: ``image`` (B, C, H, W) or a list of (C, H, W), ``target`` a list of
+    ``{"boxes": (N, 4) xyxy px, "labels": (N,)}``."""
+
+    def __init__(self, net: nn.Module, label_names: Sequence[str],
+                 optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None,
+                 iou: float = 0.5, backend: str = "faster_coco_eval") -> None:
+        super().__init__(net, MetricCollection({}), optimizer, scheduler)
+        self.label_names = list(label_names)
+        self.val_scores = DetectionScores(label_names, iou, backend)
+        self.test_scores = DetectionScores(label_names, iou, backend)
+        self.register_buffer("score_threshold", torch.tensor(0.5, dtype=torch.float64))
+        self.test_examples: list[dict[str, Any]] = []
+
+    @staticmethod
+    def _images(batch: dict[str, Any]) -> list[torch.Tensor]:
+        return list(batch["image"])
+
+    @staticmethod
+    def _targets(target: Sequence[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+        return [{"boxes": t["boxes"].float(), "labels": t["labels"] + 1} for t in target]
+
+    def detect(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Per image ``boxes``, ``scores`` and ``labels`` (the data's indices, from 0). The
+        one-stage heads score the background index too (it is never a target): dropped."""
+        out = []
+        for p in self.net(images):
+            kept = p["labels"] > 0
+            out.append({"boxes": p["boxes"][kept], "scores": p["scores"][kept],
+                        "labels": p["labels"][kept] - 1})
+        return out
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        losses = self.net(self._images(batch), self._targets(batch["target"]))
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            lr = self.optimizers().param_groups[0]["lr"]
+            raise TrainingError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch} step "
+                f"{self.global_step} (lr={lr:g}): lower runner.optimizer.lr or check the boxes")
+        size = len(batch["index"])
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=size)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=False,
+                      on_epoch=True, batch_size=size)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.val_scores.update(self.detect(self._images(batch)), batch["target"])
+
+    def on_validation_epoch_end(self) -> None:
+        results = self.val_scores.results()
+        self.score_threshold.fill_(results["threshold"])
+        self.log_dict({f"val/{k}": float(v) for k, v in results.items()})
+        self.val_scores.reset()
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        images = self._images(batch)
+        preds = self.detect(images)
+        matches = self.test_scores.update(preds, batch["target"])
+        rows = per_image(matches, float(self.score_threshold))
+        self._test_batches.append({"index": batch["index"],
+                                   **{k: torch.as_tensor(v) for k, v in rows.items()}})
+        for i, (pred, target) in enumerate(zip(preds, batch["target"], strict=True)):
+            if len(self.test_examples) < EXAMPLES:
+                kept = pred["scores"] >= self.score_threshold
+                self.test_examples.append({
+                    "index": int(batch["index"][i]), "image": images[i].cpu().numpy(),
+                    "true_boxes": target["boxes"].cpu().numpy(),
+                    "true_labels": target["labels"].cpu().numpy(),
+                    "boxes": pred["boxes"][kept].cpu().numpy(),
+                    "labels": pred["labels"][kept].cpu().numpy(),
+                    "scores": pred["scores"][kept].cpu().numpy()})
+
+    def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
+        self.test_examples.clear()
+        self.test_scores.reset()
+
+    def on_test_epoch_end(self) -> None:
+        results = self.test_scores.results(float(self.score_threshold))
+        self.log_dict({f"test/{k}": float(v) for k, v in results.items()})
+        super().on_test_epoch_end()
+        self.test_predictions["examples"] = list(self.test_examples)  # for the drawings
+        self.test_predictions["label_names"] = list(self.label_names)
+        self.test_scores.reset()
