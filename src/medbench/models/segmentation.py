@@ -41,8 +41,7 @@ class _Logits(nn.Module):
         return self.model(images)["out"]
 
 
-@register_model(architecture="fcn", source="torchvision", family="segmentation",
-                min_input_size=8)
+@register_model(architecture="fcn", source="torchvision", family="segmentation")
 def fcn(in_chans: int, num_classes: int, backbone: str = "resnet50",
         encoder_weights_path: str | None = None) -> nn.Module:
     """Fully convolutional network (Long et al. 2015) as torchvision builds it: a dilated
