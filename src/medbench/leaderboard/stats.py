@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 from scipy import stats
@@ -293,13 +292,3 @@ def paired_bootstrap(labels: np.ndarray, preds_a: list[np.ndarray], preds_b: lis
     p_value = min(1.0, 2.0 * min(np.mean(d <= 0.0), np.mean(d >= 0.0)))
     return float(observed), float(p_value)
 
-
-def read_per_sample_csv(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """A numeric per-sample CSV (an ``index`` column and one column per value): the indices
-    in ascending order and each other column in that order."""
-    header, _, body = Path(path).read_text().partition("\n")
-    columns = header.strip().split(",")
-    table = np.genfromtxt(body.splitlines(), delimiter=",", ndmin=2)
-    table = table[np.argsort(table[:, columns.index("index")], kind="stable")]
-    return (table[:, columns.index("index")].astype(np.int64),
-            {c: table[:, i] for i, c in enumerate(columns) if c != "index"})

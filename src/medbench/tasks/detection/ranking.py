@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medbench.leaderboard.stats import paired_bootstrap, read_per_sample_csv
+from medbench.leaderboard.per_sample import read_per_sample_csv
+from medbench.leaderboard.stats import paired_bootstrap
 
 PER_SAMPLE_FILE = "per_image_test.csv"
 TEST_NOTE = ("a paired bootstrap over the test images, 1000 resamples: F1, precision and "
