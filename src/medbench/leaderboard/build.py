@@ -225,9 +225,8 @@ def _survey_table(key: str, rows: pd.DataFrame, entries: dict[str, CatalogEntry]
     chosen = [e for e in entries.values() if spec.includes(e.section, e.family)]
     ids = {e.id for e in chosen}
     mine = ranked(rows[rows["survey_id"].isin(ids)]) if len(rows) else rows
-    table_notes_ranked = rank_notes(mine, known)
     ran = set(mine["survey_id"]) if len(mine) else set()
-    table_notes = [n for n in notes if n.split(" ")[0] in ids] + table_notes_ranked
+    table_notes = [n for n in notes if n.split(" ")[0] in ids] + rank_notes(mine, known)
     for entry in chosen:
         if entry.id in ran:
             continue

@@ -51,8 +51,7 @@ def _dense_head(in_chans: int, widths: tuple[int, ...], num_classes: int,
     return [*layers, nn.Conv2d(in_chans, num_classes, 1)]
 
 
-@register_model(architecture="small_kernel_patch_cnn", source="paper", family="segmentation",
-                min_input_size=2)
+@register_model(architecture="small_kernel_patch_cnn", source="paper", family="segmentation")
 def small_kernel_patch_cnn(in_chans: int, num_classes: int, widths: tuple[int, int] = (64, 128),
                            convs_per_block: int = 3, dense: tuple[int, ...] = (256, 256),
                            dropout: float = 0.1) -> nn.Module:
@@ -116,7 +115,7 @@ class InputCascade(nn.Module):
 
 
 @register_model(architecture="two_pathway_cnn", source="paper", family="segmentation",
-                min_input_size=2)
+                min_input_size=5)
 def two_pathway_cnn(in_chans: int, num_classes: int, cascade: bool = True, local: int = 64,
                     global_: int = 160) -> nn.Module:
     """Survey 5.1.4 (Havaei et al. 2017): global context and local detail learned at once by
@@ -155,8 +154,7 @@ class MultiScaleBranches(nn.Module):
         return self.head(torch.cat([branch(x) for branch in self.branches], dim=1))
 
 
-@register_model(architecture="multiscale_patch_cnn", source="paper", family="segmentation",
-                min_input_size=2)
+@register_model(architecture="multiscale_patch_cnn", source="paper", family="segmentation")
 def multiscale_patch_cnn(in_chans: int, num_classes: int,
                          patch_sizes: tuple[int, ...] = (12, 28, 48), width: int = 32,
                          kernel: int = 3, dense: tuple[int, ...] = (128,),
