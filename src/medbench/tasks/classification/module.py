@@ -38,10 +38,14 @@ class ClassificationModule(FamilyModule):
         self.label_type, self.num_classes = label_type, num_classes
         # channels-last: ResNet-18 (28), batch 128, 2 CPU threads trained at 38 vs 30 img/s here
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if channels_last:  # per tensor rank: 3D and fused 2D+3D nets hold 5D conv kernels
+        if channels_last and any(p.dim() == 5 for p in self.net.parameters()):
+            # 3D and fused 2D+3D nets hold 5D kernels, which Module.to refuses as channels-last:
+            # their 4D tensors alone are converted
             for tensor in (*self.net.parameters(), *self.net.buffers()):
                 if tensor.dim() == 4:
                     tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+        else:  # 2D nets exactly as before (Module.to; the same metrics as earlier runs)
+            self.net.to(memory_format=self.memory_format)
         self.register_buffer("class_weights", class_weights, persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
