@@ -29,9 +29,34 @@ def data_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """An empty, migrated MLflow SQLite store, made once: creating one runs MLflow's schema
+    migrations (seconds each), copying it takes milliseconds."""
+    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def results_dir(tmp_path: Path) -> Path:
-    return tmp_path / "results"
+def results_dir(tmp_path: Path, mlflow_template: Path) -> Path:
+    """A test's results folder, holding a fresh copy of the empty MLflow store."""
+    path = tmp_path / "results"
+    path.mkdir()
+    shutil.copyfile(mlflow_template, path / "mlflow.db")
+    return path
+
+
+@pytest.fixture
+def store_untouched(results_dir: Path, mlflow_template: Path):
+    """Whether the test's MLflow store is still the empty copy it started as (no experiment
+    or run was ever opened)."""
+
+    def check() -> bool:
+        store = results_dir / "mlflow.db"
+        return not store.exists() or store.read_bytes() == mlflow_template.read_bytes()
+
+    return check
 
 
 @pytest.fixture

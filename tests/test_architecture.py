@@ -27,7 +27,8 @@ IMPORT_LIGHT = ("family.py", "plugins.py", "legacy.py", "catalog.py", "config.py
                 "tasks/__init__.py", "tasks/classification/__init__.py",
                 "tasks/classification/family.py", "tasks/classification/ranking.py",
                 "tasks/segmentation/__init__.py", "tasks/segmentation/family.py",
-                "tasks/segmentation/ranking.py")
+                "tasks/segmentation/ranking.py", "tasks/localization/__init__.py",
+                "tasks/localization/family.py", "tasks/localization/ranking.py")
 MAX_LINES = 300
 
 

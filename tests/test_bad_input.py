@@ -104,12 +104,12 @@ def test_pretrained_run_not_found(run_cli):
     assert "run '0123abcd' not found in" in line
 
 
-def test_unknown_runner_suggests_before_any_run(results_dir, capsys):
+def test_unknown_runner_suggests_before_any_run(results_dir, capsys, store_untouched):
     code = main(["train", f"paths.results_dir={results_dir}", "runner.name=lightnin"])
     err = capsys.readouterr().err
     assert code == 1 and "unknown runner 'lightnin' for classification; did you mean " \
         "'lightning'? (known: lightning, deep_features)" in err and "Traceback" not in err
-    assert not (results_dir / "mlflow.db").exists()  # refused before a run was opened
+    assert store_untouched()  # refused before a run was opened
 
 
 def test_tracking_uri_must_be_a_uri(results_dir, capsys):
@@ -140,14 +140,14 @@ def test_cross_validation_fold_out_of_range(run_cli):
     assert "cv.fold: expected an integer in 0..2, got 3" in run_cli("cv.folds=3", "cv.fold=3")
 
 
-def test_survey_entry_not_runnable_yet_refuses_to_train(results_dir, capsys):
+def test_survey_entry_not_runnable_yet_refuses_to_train(results_dir, capsys, store_untouched):
     code = main(["train", "experiment=survey/zilly2017_greedy_boosted_cnn_optic_disc",
                  f"paths.results_dir={results_dir}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
     assert err[0].startswith("error: survey entry 'zilly2017_greedy_boosted_cnn_optic_disc' is not "
                              "runnable yet: the paper's design")
-    assert not (results_dir / "mlflow.db").exists()  # refused before any run was opened
+    assert store_untouched()  # refused before any run was opened
 
 
 def test_reproduce_unknown_selector_and_leaderboard_bad_uri(capsys):

@@ -11,9 +11,10 @@ from medbench.models import MODELS, create_model
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 
 
-# detectors take lists of images and targets (tests/test_detection.py builds and trains them)
+# detectors take lists of images and targets (tests/test_detection.py builds and trains them);
+# localizers output boxes and classes (tests/test_localization.py)
 STANDALONE = [n for n in MODELS.names() if not MODELS.get(n).meta.get("composite")
-              and MODELS.get(n).meta.get("family") != "detection"]
+              and MODELS.get(n).meta.get("family") not in ("detection", "localization")]
 
 
 def _minimum(name: str) -> int:

@@ -79,6 +79,43 @@ def test_an_empty_reference_is_excluded_and_counted():
     assert np.isnan(metric.per_image(torch.tensor([0.5]))["dice"][0])
 
 
+def _rank_results(rank: int, world: int, init: str, queue) -> None:
+    """One DDP rank: its share of 5 images as a distributed sampler deals them (padded to 6 by
+    repeating image 0), scored over every rank."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    probs, mask, fov = _batch(4, n=5)
+    dealt = [0, 1, 2, 3, 4, 0][rank::world]  # DistributedSampler's padding repeats image 0
+    metric = FovPixelMetrics(2)
+    metric.update(probs[dealt], mask[dealt], fov[dealt], torch.tensor(dealt))
+    chosen = metric.results()
+    queue.put((rank, chosen["dice"], chosen["auc"], float(chosen["thresholds"][0])))
+    dist.destroy_process_group()
+
+
+def test_metrics_over_ddp_ranks_count_each_image_once(tmp_path):
+    """Two gloo ranks with a padded split score exactly what one process scores alone."""
+    import torch.multiprocessing as mp
+
+    alone = FovPixelMetrics(2)
+    alone.update(*_batch(4, n=5), torch.arange(5))
+    expected = alone.results()
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    init = f"file://{tmp_path / 'rendezvous'}"
+    workers = [context.Process(target=_rank_results, args=(r, 2, init, queue)) for r in (0, 1)]
+    for worker in workers:
+        worker.start()
+    got = [queue.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+    for _, dice, auc, threshold in got:
+        assert dice == pytest.approx(expected["dice"], abs=1e-12)
+        assert auc == pytest.approx(expected["auc"], abs=1e-12)
+        assert threshold == pytest.approx(float(expected["thresholds"][0]))
+
+
 def test_drive_unet_end_to_end(make_cfg, data_dir, mlflow_client, only_run, results_dir):
     from medbench.leaderboard.build import build_tables
     from medbench.train import train
@@ -160,7 +197,8 @@ def test_survey_ensemble_trains_its_members_then_averages(data_dir, results_dir)
     reproduce(select("maji2016_ensemble_12cnn_vessels", catalog()), [0],
               [f"paths.results_dir={results_dir}", "trainer.enable_progress_bar=false",
                "ensemble.count=2", "+trainer.limit_train_batches=2",
-               "data.max_images={train: 3, test: 1}"], train_run, log=lambda _: None)
+               "+trainer.check_val_every_n_epoch=8",  # members validate once, at their last epoch
+               "data.max_images={train: 3, val: 1, test: 1}"], train_run, log=lambda _: None)
     uri = f"sqlite:///{results_dir}/mlflow.db"
     client = MlflowClient(uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])

@@ -179,6 +179,7 @@ def _models(args: list[str]) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from medbench.data.base import DatasetInfo
     from medbench.family import get_family
     from medbench.models import MODELS, create_model
     from medbench.models.profile import count_macs, count_parameters
@@ -194,8 +195,11 @@ def _models(args: list[str]) -> int:
         family = get_family(meta.get("family", "classification"))
         if not meta.get("composite"):
             chans = options.in_chans * meta.get("views", 1)  # two-stream: a group per view
-            model = create_model(entry.name, chans, options.num_classes)
-            example = family.example_input(None, (chans, *(size,) * meta.get("spatial_dims", 2)))
+            dims = meta.get("spatial_dims", 2)
+            info = DatasetInfo("example", family.name, options.num_classes, chans,
+                               spatial_dims=dims)  # the family sizes the output (boxes + classes)
+            model = create_model(entry.name, chans, family.num_outputs(info))
+            example = family.example_input(info, (chans, *(size,) * dims))
             cost = [f"{count_parameters(model) / 1e6:.2f} M",
                     f"{count_macs(model, example) / 1e6:.1f} M", str(size)]
         table.add_row(entry.name, meta.get("architecture", ""), meta.get("source", ""),

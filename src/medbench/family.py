@@ -177,10 +177,14 @@ def get_family(name: str) -> Family:
 
 
 def family_names() -> list[str]:
-    from medbench.plugins import load_plugins
+    from medbench.plugins import BUILTIN_FAMILIES, load_plugins
 
     load_plugins()
-    return FAMILIES.names()
+    # the survey's order (medbench's own as BUILTIN_FAMILIES lists them), then plugins' in the
+    # order they registered; never alphabetical, never the order modules happened to import
+    rank = {module: i for i, module in enumerate(BUILTIN_FAMILIES)}
+    return sorted(FAMILIES.in_registration_order(),
+                  key=lambda name: rank.get(FAMILIES.get(name).builder.__module__, len(rank)))
 
 
 def family_of(cfg: Mapping[str, Any]) -> Family:

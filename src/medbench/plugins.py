@@ -22,7 +22,8 @@ from medbench.errors import ConfigError
 # medbench's own task families: the package under medbench/tasks/ declaring each
 BUILTIN_FAMILIES = ("medbench.tasks.classification.family",
                     "medbench.tasks.segmentation.family",
-                    "medbench.tasks.detection.family")
+                    "medbench.tasks.detection.family",
+                    "medbench.tasks.localization.family")
 ENTRY_POINT_GROUP = "medbench.plugins"
 ENV_VAR = "MEDBENCH_PLUGINS"
 

@@ -50,6 +50,10 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def in_registration_order(self) -> list[str]:
+        """Names in the order they were registered (medbench's own before plugins')."""
+        return list(self._entries)
+
     def __contains__(self, name: str) -> bool:
         return name in self._entries
 

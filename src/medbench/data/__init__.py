@@ -3,8 +3,10 @@
 from medbench.data import (  # noqa: F401
     boxes,
     ecg,
+    ecg_binary,
     files,
     image_masks,
+    localization,
     medmnist,
     medmnist3d,
     volumes,

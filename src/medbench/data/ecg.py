@@ -117,7 +117,8 @@ class MITBIHDataModule(SplitDataModule):
             rank_metric=rank_metric, extra_metrics=tuple(extra_metrics))
 
     def patient_groups(self, split: str) -> np.ndarray | None:
-        self.setup()
+        if split not in self.groups:  # setup asks for them (cv.folds) once load_splits filled them
+            self.setup()
         return self.groups[split]
 
     def load_splits(self) -> dict[str, tuple[BeatSource, np.ndarray]]:

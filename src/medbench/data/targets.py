@@ -181,3 +181,55 @@ def _stack_or_list(images: Sequence[torch.Tensor]) -> torch.Tensor | list[torch.
     """One tensor when the images share a shape, else the list (detectors accept both)."""
     same = all(image.shape == images[0].shape for image in images)
     return torch.stack(list(images)) if same else list(images)
+
+
+class OneBox(TargetKind):
+    """One object per item (localization): ``{"box": (4,) x_min, y_min, x_max, y_max px,
+    "label": class index, 0 = no object, "size": (2,) the image's width, height px}``.
+
+    The box follows the image's geometric augmentation; an item's target becomes
+    ``{"box": (4,) centre x, centre y, width, height normalised to the augmented image,
+    "label", "size"}`` (float32, int64, float32). An object an augmentation moves out of the
+    image leaves the item with no object (label 0, box zeros)."""
+
+    name = "one_box"
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes  # including class 0, no object
+
+    def validate(self, targets: Any, where: str) -> list[dict[str, np.ndarray]]:
+        labels = np.asarray([t["label"] for t in targets], dtype=np.int64)
+        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise DataError(f"{where} labels span [{labels.min()}, {labels.max()}], expected "
+                            f"0..{self.num_classes - 1} (0: no object)")
+        return list(targets)
+
+    def strata(self, targets: Any) -> np.ndarray:
+        return np.asarray([t["label"] for t in targets], dtype=np.int64)
+
+    def counts(self, targets: Any) -> np.ndarray:
+        return np.bincount(self.strata(targets), minlength=self.num_classes)
+
+    def compose_options(self) -> dict[str, Any]:
+        import albumentations as A
+
+        return {"bbox_params": A.BboxParams(format="pascal_voc", label_fields=["box_labels"])}
+
+    def augment_inputs(self, target: dict[str, Any]) -> dict[str, Any]:
+        present = int(target["label"]) > 0
+        boxes = np.asarray(target["box"], dtype=np.float32).reshape(-1, 4)[:int(present)]
+        return {"bboxes": boxes, "box_labels": np.asarray([target["label"]] * int(present),
+                                                          dtype=np.int64)}
+
+    def augmented(self, target: Any, output: dict[str, Any]) -> dict[str, torch.Tensor]:
+        image = output["image"]  # (C, H, W) tensor, or (H, W, C) before ToTensorV2
+        height, width = image.shape[-2:] if torch.is_tensor(image) else image.shape[:2]
+        boxes = np.asarray(output["bboxes"], dtype=np.float32).reshape(-1, 4)
+        box, label = np.zeros(4, np.float32), 0
+        if len(boxes):
+            x0, y0, x1, y1 = boxes[0]
+            box = np.asarray([(x0 + x1) / 2 / width, (y0 + y1) / 2 / height,
+                              (x1 - x0) / width, (y1 - y0) / height], np.float32)
+            label = int(target["label"])
+        return {"box": torch.as_tensor(box), "label": torch.as_tensor(label, dtype=torch.long),
+                "size": torch.as_tensor(np.asarray(target["size"], np.float32))}

@@ -9,6 +9,11 @@ whose ``DatasetInfo.spatial_dims`` is 3 gets it from ``SplitDataModule.build_tra
 
 Each random step gets its own seed from the item's generator (the item dataset derives it
 from (seed, epoch, index)), so an augmented run repeats exactly.
+
+With targets (a label volume ``mask`` and its ``fov``, as segmentation items carry), each step
+runs as its MONAI dictionary transform instead (``RandFlip`` -> ``RandFlipd``): one random
+draw moves the volume and its labels together, labels are resampled with ``nearest``, and
+intensity steps touch the volume only (MONAI's own one-draw mechanism, nothing re-written).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import torch
 
 from medbench.data.transforms import register_pipeline
 from medbench.errors import ConfigError
+
+IMAGE = "image"
 
 
 def build_volume_step(step: str | Mapping[str, Any]):
@@ -47,6 +54,30 @@ def build_volume_step(step: str | Mapping[str, Any]):
         raise ConfigError(f"augment: bad arguments for {name} {kwargs}: {err}") from None
 
 
+def keyed_step(step: Any, kwargs: Mapping[str, Any], target_keys: Sequence[str]):
+    """The MONAI dictionary transform of the array transform ``step``, over the volume and the
+    label volumes ``target_keys`` (intensity transforms: the volume only; resampling
+    transforms: ``nearest`` for labels, the step's own mode for the volume)."""
+    import inspect
+
+    import monai.transforms as T
+
+    name = type(step).__name__
+    cls = getattr(T, f"{name}d", None)
+    if cls is None:
+        raise ConfigError(f"augment: '{name}' has no MONAI dictionary form, so it cannot move "
+                          f"a label volume with its image; drop it for 3D segmentation")
+    kwargs = dict(kwargs)
+    if ".intensity." in type(step).__module__:
+        return cls(keys=[IMAGE], **kwargs)
+    keys = [IMAGE, *target_keys]
+    parameters = inspect.signature(cls.__init__).parameters
+    if "mode" in parameters:
+        mode = kwargs.pop("mode", parameters["mode"].default)
+        kwargs["mode"] = [mode, *["nearest"] * len(target_keys)]
+    return cls(keys=keys, **kwargs)
+
+
 @register_pipeline(3)
 class VolumePipeline:
     """(D, H, W, C) array -> [0, 1] -> resize (optional) -> steps -> normalise -> (C, D, H, W)
@@ -59,6 +90,10 @@ class VolumePipeline:
             raise ConfigError(f"augment.views={views!r}: views are stacked 2D images; {what} "
                               "takes none (use a volume augment such as augment=volume)")
         self.steps = [build_volume_step(step) for step in steps]
+        self.step_kwargs = [{} if isinstance(step, str) else
+                            {k: v for k, v in dict(step).items() if k != "name"} for step in steps]
+        self.keyed: dict[tuple[str, ...], list[Any]] = {}  # target keys -> dictionary steps
+        self.seeds: list[int] = []
         self.resize = None
         if resize:
             from monai.transforms import Resize
@@ -76,22 +111,46 @@ class VolumePipeline:
         from monai.transforms import Randomizable
 
         seeds = generator.integers(0, 2**32, size=max(1, len(self.steps)))
-        for step, seed in zip(self.steps, seeds, strict=False):
+        self.seeds = [int(seed) for seed in seeds]
+        for step, seed in zip(self.steps, self.seeds, strict=False):
             if isinstance(step, Randomizable):
-                step.set_random_state(seed=int(seed))
+                step.set_random_state(seed=seed)
 
     def __call__(self, image: np.ndarray, **targets: Any) -> dict[str, Any]:
-        if targets:
-            raise ConfigError(f"volume augmentation: targets {sorted(targets)} (masks, boxes) "
-                              "are not transformed with 3D volumes yet")
         volume = torch.as_tensor(np.moveaxis(np.asarray(image), -1, 0), dtype=torch.float32)
         volume = volume / self.max_pixel_value
+        if targets:
+            return self._with_targets(volume, targets)
         if self.resize is not None:
             volume = self.resize(volume)
         for step in self.steps:
             volume = step(volume)
-        volume = _plain(volume)
-        return {"image": ((volume - self.mean) / self.std).contiguous()}
+        return {IMAGE: self._normalised(volume)}
+
+    def _with_targets(self, volume: torch.Tensor, targets: Mapping[str, Any]) -> dict[str, Any]:
+        """Volume and label volumes (each (D, H, W)) through the dictionary steps."""
+        from monai.transforms import Randomizable, Resized
+
+        keys = tuple(targets)
+        if keys not in self.keyed:
+            self.keyed[keys] = [keyed_step(step, kwargs, keys)
+                                for step, kwargs in zip(self.steps, self.step_kwargs, strict=True)]
+        # labels as float channels (resampling needs floats), rounded back afterwards
+        item = {IMAGE: volume, **{k: torch.as_tensor(np.asarray(v), dtype=torch.float32)[None]
+                                  for k, v in targets.items()}}
+        if self.resize is not None:
+            item = Resized([IMAGE, *keys], self.resize.spatial_size,
+                           mode=["trilinear", *["nearest"] * len(keys)])(item)
+        seeds = (self.seeds or [0] * len(self.steps))[:len(self.steps)]
+        for step, seed in zip(self.keyed[keys], seeds, strict=True):
+            if isinstance(step, Randomizable):
+                step.set_random_state(seed=seed)
+            item = step(item)
+        labels = {k: _plain(item[k])[0].round().to(torch.int64).numpy() for k in keys}
+        return {**labels, IMAGE: self._normalised(item[IMAGE])}
+
+    def _normalised(self, volume: Any) -> torch.Tensor:
+        return ((_plain(volume) - self.mean) / self.std).contiguous()
 
 
 def _plain(volume: Any) -> torch.Tensor:

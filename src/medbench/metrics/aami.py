@@ -11,6 +11,10 @@
   Se and +P are plain confusion-matrix ratios (0 for a class never present or never
   predicted); EC57's exception for F beats labelled V is not applied.
 
+- ``fpr`` (binary labels): the false positive rate FP / (FP + TN) at the 0.5 threshold (0 when
+  there is no negative), as Lilhore et al. (2023) report it beside accuracy and the true
+  positive rate (the family's ``sensitivity``); lower is better.
+
 A class metric reported where the class is absent (no true beat: Se 0 by torchmetrics'
 convention) means "undefined"; Q has 7 beats in DS2.
 """
@@ -26,7 +30,9 @@ from medbench.errors import ConfigError
 
 JKAPPA = "jkappa"
 PER_CLASS = "per_class"
-GROUPS = (PER_CLASS, JKAPPA)
+FPR = "fpr"
+GROUPS = (PER_CLASS, JKAPPA, FPR)
+BINARY_GROUPS = (FPR,)  # the other groups need multi-class labels
 
 
 def cohen_kappa(confusion: torch.Tensor) -> torch.Tensor:
@@ -71,6 +77,16 @@ class JKappaIndex(Metric):
         self.confusion.reset()
 
 
+class FalsePositiveRate(tmc.BinaryStatScores):
+    """FP / (FP + TN) of binary probabilities at ``threshold`` (0 without negatives)."""
+
+    higher_is_better = False
+
+    def compute(self) -> torch.Tensor:
+        _, fp, tn, _, _ = super().compute()
+        return (fp / (fp + tn).clamp_min(1)).float()
+
+
 def per_class_metrics(num_classes: int, label_names: list[str]) -> dict[str, Metric]:
     """Se, +P, specificity and F1 of every class, keyed ``<name>_<class>``."""
     labels = [str(name) for name in label_names] or [str(i) for i in range(num_classes)]
@@ -90,10 +106,17 @@ def extra_metrics(groups: tuple[str, ...], label_type: str, num_classes: int,
         raise ConfigError(f"data.extra_metrics: unknown group(s) {unknown} (known: {GROUPS})")
     if not groups:
         return None
-    if label_type not in ("multiclass", "ordinal"):
-        raise ConfigError(f"data.extra_metrics {list(groups)} need multi-class labels, the data "
+    multiclass = [g for g in groups if g not in BINARY_GROUPS]
+    if multiclass and label_type not in ("multiclass", "ordinal"):
+        raise ConfigError(f"data.extra_metrics {multiclass} need multi-class labels, the data "
                           f"has {label_type} labels")
+    binary = [g for g in groups if g in BINARY_GROUPS]
+    if binary and label_type != "binary":
+        raise ConfigError(f"data.extra_metrics {binary} need binary labels, the data has "
+                          f"{label_type} labels")
     metrics: dict[str, Metric] = {}
+    if FPR in groups:
+        metrics[FPR] = FalsePositiveRate()
     if PER_CLASS in groups:
         metrics.update(per_class_metrics(num_classes, label_names))
     if JKAPPA in groups:

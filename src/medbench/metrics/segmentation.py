@@ -12,6 +12,10 @@ has no per-image counts, MONAI's metrics no field of view: hence this metric.
 Empty references follow MONAI's ``ignore_empty=True``: an image whose reference has no
 foreground pixel of a class has no Dice / IoU / sensitivity for it (NaN, left out of the
 per-image mean and counted in ``<metric>_excluded``); pooled metrics use every pixel.
+
+Under DDP the histograms of every rank are gathered (torchmetrics' ``sync_context``) before
+scoring; given the items' dataset indices, the repeats a distributed sampler pads a split with
+are dropped (each index counted once), so every rank scores exactly the whole split.
 """
 
 from __future__ import annotations
@@ -37,8 +41,14 @@ class FovPixelMetrics(Metric):
         self.num_classes, self.bins = num_classes, bins
         # one (classes - 1, 2, bins) histogram per image: [reference negative, positive]
         self.add_state("histograms", default=[], dist_reduce_fx="cat")
+        self.add_state("indices", default=[], dist_reduce_fx="cat")  # dataset index per image
 
-    def update(self, probs: torch.Tensor, mask: torch.Tensor, fov: torch.Tensor) -> None:
+    def update(self, probs: torch.Tensor, mask: torch.Tensor, fov: torch.Tensor,
+               index: torch.Tensor | None = None) -> None:
+        """Add a batch; ``index`` (B,): the items' dataset indices, so that repeats (DDP
+        padding) count once."""
+        if index is not None:
+            self.indices.append(torch.as_tensor(index, device=probs.device).long().view(-1))
         for p, m, f in zip(probs, mask, fov, strict=True):
             f = f.bool()
             rows = []
@@ -62,7 +72,11 @@ class FovPixelMetrics(Metric):
 
     def results(self, thresholds: torch.Tensor | None = None) -> dict[str, float | np.ndarray]:
         """Per-image means (NaN-free, with ``<m>_excluded`` counts), pooled metrics, pooled AUC
-        and the thresholds (chosen here when not given)."""
+        and the thresholds (chosen here when not given), over every rank's images."""
+        with self.sync_context(should_sync=not self._is_synced):
+            return self._results(thresholds)
+
+    def _results(self, thresholds: torch.Tensor | None) -> dict[str, float | np.ndarray]:
         hist = self._stacked()
         if thresholds is None:
             thresholds = self.best_thresholds()
@@ -89,11 +103,25 @@ class FovPixelMetrics(Metric):
         return best.double() / self.bins
 
     def _stacked(self) -> torch.Tensor:
-        hist = self.histograms
-        if isinstance(hist, list):
-            hist = torch.cat(hist) if hist else torch.zeros(0, self.num_classes - 1, 2,
-                                                            self.bins, dtype=torch.float64)
-        return hist.cpu()
+        """(images, classes - 1, 2, bins), one per dataset index (in index order) when the
+        indices were given."""
+        hist, index = _cat(self.histograms), _cat(self.indices)
+        if hist is None:
+            return torch.zeros(0, self.num_classes - 1, 2, self.bins, dtype=torch.float64)
+        hist = hist.cpu()
+        if index is None or len(index) != len(hist):
+            return hist
+        unique, inverse = torch.unique(index.cpu(), return_inverse=True)
+        first = torch.full((len(unique),), len(index), dtype=torch.long)
+        first.scatter_reduce_(0, inverse, torch.arange(len(index)), reduce="amin")
+        return hist[first]
+
+
+def _cat(state: list[torch.Tensor] | torch.Tensor) -> torch.Tensor | None:
+    """A list state (before a sync) or a tensor (after one) as one tensor; None when empty."""
+    if isinstance(state, list):
+        return torch.cat(state) if state else None
+    return state
 
 
 def _confusion(hist: torch.Tensor, thresholds: torch.Tensor, bins: int) -> np.ndarray:

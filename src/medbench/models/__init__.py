@@ -1,9 +1,11 @@
 """Model zoo: every family module is imported here, once, so its models register."""
 
 from medbench.models import (  # noqa: F401
+    cnn_lstm,
     detection,
     ensemble,
     lenet,
+    localization,
     segmentation,
     signals,
     survey,

@@ -7,6 +7,7 @@ from medbench.models.survey import (  # noqa: F401
     fused_2d_3d,
     multicrop,
     patch_segmenters,
+    pyramid,
     six_layer,
     small_kernel,
     two_stream,

@@ -29,7 +29,7 @@ class ClassificationFamily(Family):
         MetricKey("sensitivity", True), MetricKey("specificity", True),
         MetricKey("precision", True), MetricKey("f1", True, "F1"),
         MetricKey("kappa", True, "Cohen's kappa"), MetricKey("loss", False),
-        MetricKey("jkappa", True, "jκ index"),
+        MetricKey("jkappa", True, "jκ index"), MetricKey("fpr", False, "FPR"),
         MetricKey("mc_variance", False, "MC-dropout variance"),
     )
     default_monitor = "val/auc"

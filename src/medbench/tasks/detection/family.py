@@ -38,6 +38,10 @@ class DetectionFamily(Family):
         MetricKey("threshold", True), MetricKey("loss", False),
     )
     default_monitor = "val/map50"
+    # rcnn: the original R-CNN's stages (selective search, CNN, SVMs, box regression, NMS)
+    # patch_heatmap: the survey's patch classifiers as heatmaps, peaks as detections (Table 13)
+    runners = {**Family.runners, "rcnn": "medbench.tasks.detection.rcnn:fit_rcnn",
+               "patch_heatmap": "medbench.tasks.detection.patch_heatmap:fit_patch_heatmap"}
     tunes_on_validation = True
     leaderboard = LeaderboardSchema(
         columns=("map50", "map", "f1", "froc"), per_sample_file=ranking.PER_SAMPLE_FILE,

@@ -24,6 +24,23 @@ from medbench.tasks.module import FamilyModule
 EXAMPLES = 4  # test images kept for the drawn boxes
 
 
+def scored_split(scores: DetectionScores, matches: list[Any], indices: list[int],
+                 examples: list[dict[str, Any]], threshold: float | None,
+                 label_names: Sequence[str]) -> tuple[dict[str, float], dict[str, Any]]:
+    """A split's scores (threshold None: chosen here) and the per-image rows a runner returns,
+    the drawn examples cut to the detections kept at the threshold (runners other than the
+    Lightning one: R-CNN, patch heatmaps)."""
+    results = scores.results(threshold)
+    rows = {"index": torch.as_tensor(indices),
+            **{k: torch.as_tensor(v) for k, v in per_image(matches, results["threshold"]).items()}}
+    for example in examples:
+        pred = example.pop("pred")
+        kept = pred["scores"] >= results["threshold"]
+        example.update({k: pred[k][kept].numpy() for k in ("boxes", "labels", "scores")})
+    rows["examples"], rows["label_names"] = examples, list(label_names)
+    return results, rows
+
+
 class DetectionModule(FamilyModule):
     """Batches: ``image`` (B, C, H, W) or a list of (C, H, W), ``target`` a list of
     ``{"boxes": (N, 4) xyxy px, "labels": (N,)}``."""

@@ -83,7 +83,7 @@ class SegmentationModule(FamilyModule):
         self.log("val/loss", self.loss(logits, batch["target"]), on_epoch=True,
                  batch_size=len(batch["index"]))
         self.val_pixels.update(self.predictions(logits), batch["target"]["mask"],
-                               batch["target"]["fov"])
+                               batch["target"]["fov"], batch["index"])
 
     def on_validation_epoch_end(self) -> None:
         results = self.val_pixels.results()
@@ -100,7 +100,7 @@ class SegmentationModule(FamilyModule):
                  batch_size=len(batch["index"]))
         scored = FovPixelMetrics(self.num_classes, self.test_pixels.bins)
         scored.update(probs, mask, fov)
-        self.test_pixels.update(probs, mask, fov)
+        self.test_pixels.update(probs, mask, fov, batch["index"])
         row = {k: torch.as_tensor(v) for k, v in scored.per_image(self.thresholds.cpu()).items()}
         row.update(surface_distances(probs, mask, fov, self.thresholds.cpu(),
                                      batch["target"].get("spacing")))
@@ -122,11 +122,11 @@ class SegmentationModule(FamilyModule):
         thresholds = results.pop("thresholds")
         self.log_dict({f"test/{k}": float(v) for k, v in results.items()})
         self.log("test/threshold", float(np.mean(thresholds)))
+        super().on_test_epoch_end()  # per-image rows of every rank, each image once
         for name in ("hd95", "asd"):
-            distance = torch.cat([b[name] for b in self._test_batches])
+            distance = self.test_predictions[name]
             finite = torch.isfinite(distance)
             self.log(f"test/{name}",
                      float(distance[finite].mean()) if finite.any() else float("nan"))
             self.log(f"test/{name}_excluded", float((~finite).sum()))
-        super().on_test_epoch_end()
         self.test_predictions["examples"] = list(self.test_examples)  # for the overlays
