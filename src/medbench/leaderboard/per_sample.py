@@ -1,10 +1,14 @@
-"""Reading a run's per-sample CSV (torch-free): what the families' leaderboard readers share."""
+"""A run's per-sample values (torch-free): what the families' leaderboard readers and paired
+tests share."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from medbench.leaderboard.stats import paired_bootstrap
 
 
 def read_per_sample_csv(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -16,3 +20,34 @@ def read_per_sample_csv(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     table = table[np.argsort(table[:, columns.index("index")], kind="stable")]
     return (table[:, columns.index("index")].astype(np.int64),
             {c: table[:, i] for i, c in enumerate(columns) if c != "index"})
+
+
+@dataclass(frozen=True)
+class PerSample:
+    """One run's per-sample values (a family's per-sample file), ordered by sample index."""
+
+    index: np.ndarray
+    values: dict[str, np.ndarray]
+
+    @classmethod
+    def read(cls, path: Path) -> PerSample:
+        return cls(*read_per_sample_csv(path))
+
+
+def _nan_mean(_: np.ndarray, values: np.ndarray) -> float:
+    return float(np.nanmean(values))
+
+
+def paired_mean_test(column: str, a: list[PerSample], b: list[PerSample]) -> float:
+    """p-value (paired bootstrap over samples) of rows ``a`` and ``b`` differing in the mean of
+    ``column``, each row's runs averaged per sample, samples undefined in either left out; NaN
+    when they were not scored on the same samples, lack the column or share under 2 samples."""
+    if not np.array_equal(a[0].index, b[0].index) or column not in a[0].values:
+        return float("nan")
+    mean_a = np.nanmean([r.values[column] for r in a], axis=0)
+    mean_b = np.nanmean([r.values[column] for r in b], axis=0)
+    keep = np.isfinite(mean_a) & np.isfinite(mean_b)
+    if keep.sum() < 2:
+        return float("nan")
+    return float(paired_bootstrap(a[0].index[keep], [mean_a[keep]], [mean_b[keep]],
+                                  _nan_mean)[1])

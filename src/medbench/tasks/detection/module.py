@@ -10,18 +10,29 @@ tunes it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from torchmetrics import MetricCollection
 
-from medbench.errors import TrainingError
+from medbench.errors import ConfigError, TrainingError
 from medbench.metrics.detection import DetectionScores, per_image
+from medbench.tasks.detection.family import BACKENDS
 from medbench.tasks.module import FamilyModule
 
 EXAMPLES = 4  # test images kept for the drawn boxes
+
+
+def check_scoring_options(run: Mapping[str, Any]) -> None:
+    """One-line errors for a runner's mAP backend and match IoU (runners other than the
+    Lightning one, whose options the family checks when it builds its module)."""
+    if run["map_backend"] not in BACKENDS:
+        raise ConfigError(f"runner.map_backend: '{run['map_backend']}' is not one of "
+                          f"{', '.join(BACKENDS)}")
+    if not 0 < float(run["match_iou"]) < 1:
+        raise ConfigError(f"runner.match_iou: expected a value in (0, 1), got {run['match_iou']}")
 
 
 def scored_split(scores: DetectionScores, matches: list[Any], indices: list[int],

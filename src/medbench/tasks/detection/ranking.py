@@ -11,12 +11,9 @@ per-image AP@0.5 (a proxy, said in the caption); mAP@[.5:.95] and FROC have none
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 
-from medbench.leaderboard.per_sample import read_per_sample_csv
+from medbench.leaderboard.per_sample import PerSample, paired_mean_test
 from medbench.leaderboard.stats import paired_bootstrap
 
 PER_SAMPLE_FILE = "per_image_test.csv"
@@ -26,16 +23,8 @@ TEST_NOTE = ("a paired bootstrap over the test images, 1000 resamples: F1, preci
 PROXIES = {"map50": "ap50"}  # corpus metric -> the per-image column its test uses
 
 
-@dataclass(frozen=True)
-class PerImage:
+class PerImage(PerSample):
     """One run's per-image counts and scores, ordered by image index."""
-
-    index: np.ndarray
-    values: dict[str, np.ndarray]
-
-    @classmethod
-    def read(cls, path: Path) -> PerImage:
-        return cls(*read_per_sample_csv(path))
 
     def counts(self) -> np.ndarray:
         """(images, 3) TP, FP, FN."""
@@ -52,10 +41,6 @@ def pooled(metric: str):
     return score
 
 
-def _mean(_: np.ndarray, values: np.ndarray) -> float:
-    return float(np.nanmean(values))
-
-
 def paired_test(metric: str, a: list[PerImage], b: list[PerImage]) -> float:
     """p-value of rows ``a`` and ``b`` differing on ``metric`` over the same test images; NaN
     when they were not scored on the same images or the metric has no per-image form."""
@@ -69,11 +54,4 @@ def paired_test(metric: str, a: list[PerImage], b: list[PerImage]) -> float:
         except ValueError:  # undefined on some resample (no detection and no true box)
             return float("nan")
     column = PROXIES.get(metric)
-    if column is None or column not in a[0].values:
-        return float("nan")
-    mean_a = np.nanmean([r.values[column] for r in a], axis=0)
-    mean_b = np.nanmean([r.values[column] for r in b], axis=0)
-    keep = np.isfinite(mean_a) & np.isfinite(mean_b)
-    if keep.sum() < 2:
-        return float("nan")
-    return float(paired_bootstrap(index[keep], [mean_a[keep]], [mean_b[keep]], _mean)[1])
+    return float("nan") if column is None else paired_mean_test(column, a, b)

@@ -34,8 +34,7 @@ from torch.nn import functional as F
 from medbench.errors import ConfigError, TrainingError
 from medbench.metrics.detection import DetectionScores
 from medbench.models.registry import MODELS
-from medbench.tasks.detection.family import BACKENDS
-from medbench.tasks.detection.module import EXAMPLES, scored_split
+from medbench.tasks.detection.module import EXAMPLES, check_scoring_options, scored_split
 from medbench.tasks.detection.rcnn_heads import RcnnHeads, RegionSet
 from medbench.tasks.detection.rcnn_regions import (
     best_truth,
@@ -198,11 +197,7 @@ def evaluate(ctx: RunContext, heads: RcnnHeads, images: Images, run: dict[str, A
 
 def check_options(ctx: RunContext, run: dict[str, Any]) -> None:
     """One-line errors for runner options that cannot work."""
-    if run["map_backend"] not in BACKENDS:
-        raise ConfigError(f"runner.map_backend: '{run['map_backend']}' is not one of "
-                          f"{', '.join(BACKENDS)}")
-    if not 0 < float(run["match_iou"]) < 1:
-        raise ConfigError(f"runner.match_iou: expected a value in (0, 1), got {run['match_iou']}")
+    check_scoring_options(run)
     minimum = int(MODELS.get(ctx.cfg.model.name).meta.get("min_input_size", 1))
     if int(run["warp"]["size"]) < minimum:
         raise ConfigError(f"runner.warp.size={run['warp']['size']} is below the {minimum} px "

@@ -10,12 +10,9 @@ resampled images' true and predicted classes, each run on its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 
-from medbench.leaderboard.per_sample import read_per_sample_csv
+from medbench.leaderboard.per_sample import PerSample, paired_mean_test
 from medbench.leaderboard.stats import paired_bootstrap
 
 PER_SAMPLE_FILE = "per_image_test.csv"
@@ -26,16 +23,8 @@ PER_IMAGE = {"iou": "iou", "centre_error": "centre_error", "acc50": "hit50"}
 CLASS_METRICS = ("sensitivity", "specificity", "class_acc")
 
 
-@dataclass(frozen=True)
-class PerImage:
+class PerImage(PerSample):
     """One run's per-image values, ordered by image index."""
-
-    index: np.ndarray
-    values: dict[str, np.ndarray]
-
-    @classmethod
-    def read(cls, path: Path) -> PerImage:
-        return cls(*read_per_sample_csv(path))
 
     def classes(self) -> np.ndarray:
         """(images, 2) true and predicted class."""
@@ -57,10 +46,6 @@ def class_metric(metric: str):
     return score
 
 
-def _mean(_: np.ndarray, values: np.ndarray) -> float:
-    return float(np.nanmean(values))
-
-
 def paired_test(metric: str, a: list[PerImage], b: list[PerImage]) -> float:
     """p-value of rows ``a`` and ``b`` differing on ``metric`` over the same test images; NaN
     when they were not scored on the same images or the metric has no per-image form."""
@@ -71,11 +56,4 @@ def paired_test(metric: str, a: list[PerImage], b: list[PerImage]) -> float:
         return float(paired_bootstrap(index, [r.classes() for r in a],
                                       [r.classes() for r in b], class_metric(metric))[1])
     column = PER_IMAGE.get(metric)
-    if column is None or column not in a[0].values:
-        return float("nan")
-    mean_a = np.nanmean([r.values[column] for r in a], axis=0)
-    mean_b = np.nanmean([r.values[column] for r in b], axis=0)
-    keep = np.isfinite(mean_a) & np.isfinite(mean_b)
-    if keep.sum() < 2:
-        return float("nan")
-    return float(paired_bootstrap(index[keep], [mean_a[keep]], [mean_b[keep]], _mean)[1])
+    return float("nan") if column is None else paired_mean_test(column, a, b)
