@@ -91,6 +91,33 @@ def only_run(mlflow_client: MlflowClient):
 
 
 @pytest.fixture
+def check_bccd_detection_run(mlflow_client: MlflowClient, results_dir: Path):
+    """The outputs every detection runner owes a run on BCCD's first 3 test images (53 true
+    boxes): metrics in [0, 1] on val and test, the threshold chosen on val, timings, drawings
+    and the per-image file the leaderboard's paired tests read."""
+
+    def check(run) -> None:
+        import pandas as pd
+
+        metrics = run.data.metrics
+        for key in ("map50", "map", "f1", "froc", "precision", "recall", "ap50_WBC"):
+            assert 0 <= metrics[f"test/{key}"] <= 1, key
+            assert f"val/{key}" in metrics
+        assert metrics["test/threshold"] == metrics["val/threshold"]  # chosen on validation
+        assert metrics["time/test_ms_per_image"] > 0 and metrics["time/fit_s"] > 0
+        files = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
+        assert {"per_image_test.csv", "detections"} <= files
+        rows = pd.read_csv(mlflow_client.download_artifacts(
+            run.info.run_id, "per_image_test.csv", str(results_dir)))
+        assert list(rows.columns) == ["index", "n_true", "n_pred", "tp", "fp", "fn", "f1",
+                                      "ap50"]
+        assert rows["index"].tolist() == [0, 1, 2] and rows["n_true"].sum() == 53
+        assert (rows["tp"] + rows["fp"] == rows["n_pred"]).all()
+
+    return check
+
+
+@pytest.fixture
 def postgres_url():
     """A throw-away PostgreSQL cluster on a Unix socket (Debian's server binaries)."""
     pytest.importorskip("psycopg2")
