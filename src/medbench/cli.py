@@ -41,14 +41,25 @@ def _composed(command: Callable[[], int]) -> int:
 
 def _train(overrides: list[str]) -> int:
     from medbench.config import compose_config
+    from medbench.hydra_habits import composed_yaml, config_menu, split_flags, sweep
     from medbench.repeats import train_repeats
     from medbench.report import print_summary
     from medbench.train import train_run
 
+    overrides, multirun, cfg_part, wants_help = split_flags(overrides)
+    if wants_help:
+        print(config_menu("train"))
+        return 0
+
     def run() -> int:
-        cfg = compose_config(overrides)
-        outcomes = train_repeats(cfg, train_run)
-        print_summary(outcomes[0][0], [metrics for _, _, metrics in outcomes])
+        if cfg_part:
+            print(composed_yaml(overrides, cfg_part))
+            return 0
+        for job in sweep(overrides) if multirun else [overrides]:
+            if multirun:
+                print(f"multirun: {' '.join(job)}")
+            outcomes = train_repeats(compose_config(job), train_run)
+            print_summary(outcomes[0][0], [metrics for _, _, metrics in outcomes])
         return 0
 
     return _composed(run)

@@ -112,7 +112,9 @@ def fit_lightning(ctx: RunContext) -> RunOutcome:
         start = time.perf_counter()
         trainer.fit(module, datamodule=ctx.datamodule, ckpt_path=last, weights_only=True)
         fit_seconds = time.perf_counter() - start
-        best = trainer.checkpoint_callback.best_model_path
+        # fast_dev_run and checkpointing switched off save nothing: the weights in memory are
+        # tested then
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     elif ctx.family.tunes_on_validation:
         trainer.validate(module, datamodule=ctx.datamodule, verbose=False)
     trainer.loggers = []  # the test metrics are the outcome's: train logs them, once
