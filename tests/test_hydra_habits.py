@@ -7,6 +7,7 @@ import yaml
 
 from medbench.cli import main
 from medbench.hydra_habits import sweep
+from medbench.leaderboard.build import build_tables
 
 
 def test_train_help_lists_the_config_menu(capsys):
@@ -16,7 +17,19 @@ def test_train_help_lists_the_config_menu(capsys):
     menu = {line.split(":")[0].strip(): line for line in out.splitlines() if line.startswith("  ")}
     assert {"data", "model", "experiment", "debug", "trainer"} <= set(menu)
     assert "breastmnist" in menu["data"] and "fast_dev_run" in menu["debug"]
+    # nested presets, as experiment= spells them
+    assert "survey/dasgupta2017_multilabel_fcn_vessels" in menu["experiment"]
     assert "search" not in menu  # a tuning group, not a train one
+
+
+def test_tune_help_lists_the_search_spaces_and_refuses_multirun(capsys):
+    assert main(["tune", "--help"]) == 0
+    menu = {line.split(":")[0].strip(): line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("  ")}
+    assert "small_cnn" in menu["search"] and "study" in menu
+    assert main(["tune", "-m", "search=small_cnn", "seed=0,1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "takes no -m" in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("part", ["job", "all"])
@@ -61,6 +74,10 @@ def test_multirun_fast_dev_run_trains_one_debug_run_per_seed(data_dir, results_d
     assert sorted(r.data.params["seed"] for r in runs) == ["0", "1"]
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert all("test/auc" in r.data.metrics for r in runs)
+    # a short check, not a result: tagged, and no leaderboard row is built from it
+    assert {r.data.tags.get("medbench.budget") for r in runs} == {"debug"}
+    tables = build_tables(f"sqlite:///{results_dir}/mlflow.db")
+    assert tables and all(table.frame.empty for table in tables)
 
 
 @pytest.mark.parametrize("overlay, key, value", [

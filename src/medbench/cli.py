@@ -46,16 +46,15 @@ def _train(overrides: list[str]) -> int:
     from medbench.report import print_summary
     from medbench.train import train_run
 
-    overrides, multirun, cfg_part, wants_help = split_flags(overrides)
-    if wants_help:
-        print(config_menu("train"))
-        return 0
-
     def run() -> int:
-        if cfg_part:
-            print(composed_yaml(overrides, cfg_part))
+        flags, multirun, cfg_part, wants_help = split_flags(overrides)
+        if wants_help:
+            print(config_menu("train"))
             return 0
-        for job in sweep(overrides) if multirun else [overrides]:
+        if cfg_part:
+            print(composed_yaml(flags, cfg_part))
+            return 0
+        for job in sweep(flags) if multirun else [flags]:
             if multirun:
                 print(f"multirun: {' '.join(job)}")
             outcomes = train_repeats(compose_config(job), train_run)
@@ -66,11 +65,22 @@ def _train(overrides: list[str]) -> int:
 
 
 def _tune(overrides: list[str]) -> int:
+    from medbench.errors import ConfigError
+    from medbench.hydra_habits import composed_yaml, config_menu, split_flags
     from medbench.report import print_study
     from medbench.tuning.driver import tune
 
     def run() -> int:
-        print_study(tune(overrides))
+        flags, multirun, cfg_part, wants_help = split_flags(overrides)
+        if wants_help:
+            print(config_menu("tune"))
+        elif multirun:
+            raise ConfigError("medbench tune takes no -m: the study is the sweep (search=<space>,"
+                              " study.n_trials=<n>)")
+        elif cfg_part:
+            print(composed_yaml(flags, cfg_part, command="tune"))
+        else:
+            print_study(tune(flags))
         return 0
 
     return _composed(run)

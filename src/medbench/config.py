@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -100,6 +102,38 @@ def _register() -> None:
         OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT))
 
 
+@contextmanager
+def _hydra_session() -> Iterator[str]:
+    """Hydra initialised on ``conf/``; yields the override adding ``experiments/`` and the
+    plugins' config folders to the search path."""
+    from medbench.plugins import CONFIG_DIRS, load_plugins
+
+    _register()
+    load_plugins()
+    search = ",".join([EXPERIMENTS_SOURCE, *(path.as_uri() for path in CONFIG_DIRS)])
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        yield f"hydra.searchpath=[{search}]"
+
+
+def config_groups(config_name: str = "train") -> dict[str, list[str]]:
+    """Every config group on the search path (nested ones as ``experiment/survey``) and its
+    options, as Hydra's config loader sees them for ``config_name``."""
+    with _hydra_session() as search:
+        loader = GlobalHydra.instance().config_loader()
+
+        def options(group: str, kind: ObjectType) -> list[str]:
+            return loader.get_group_options(group, kind, config_name, [search])
+
+        def walk(group: str) -> list[str]:
+            nested = [f"{sub}/{name}" for sub in options(group, ObjectType.GROUP)
+                      for name in walk(f"{group}/{sub}")]
+            return sorted(options(group, ObjectType.CONFIG) + nested)
+
+        return {group: walk(group) for group in options("", ObjectType.GROUP)
+                if group != "hydra"}
+
+
 def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` with Hydra overrides, as ``@hydra.main`` would.
 
@@ -108,15 +142,9 @@ def compose_config(overrides: list[str] | None = None, config_name: str = "train
     spelling (``task.optimizer.lr=...``) are rewritten, with a note.
     """
     from medbench.family import family_of
-    from medbench.plugins import CONFIG_DIRS, load_plugins
 
-    _register()
-    load_plugins()
-    search = ",".join([EXPERIMENTS_SOURCE, *(path.as_uri() for path in CONFIG_DIRS)])
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name=config_name,
-                      overrides=[f"hydra.searchpath=[{search}]", *_current(overrides or [])],
+    with _hydra_session() as search:
+        cfg = compose(config_name=config_name, overrides=[search, *_current(overrides or [])],
                       return_hydra_config=True)
     choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra")}
     with open_dict(cfg):

@@ -15,7 +15,7 @@ CFG_PARTS = ("job", "all")
 
 def config_menu(command: str = "train") -> str:
     """``medbench <command> --help``: each config group with its options, as Hydra lists them."""
-    from medbench.config import REPO_ROOT, config_dir
+    from medbench.config import config_groups
 
     lines = [f"usage: medbench {command} [-m] [--cfg job|all] [group=option ...] "
              f"[key=value ...]",
@@ -26,13 +26,11 @@ def config_menu(command: str = "train") -> str:
              "tracking resolved)",
              "",
              "config groups (pick one with group=option):"]
-    root = config_dir()
     tune_only = {"search", "study"} if command == "train" else set()
-    groups = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and p.name not in tune_only}
-    groups["experiment"] = REPO_ROOT / "experiments"
-    for name, folder in sorted(groups.items()):
-        options = sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
-        lines.append(f"  {name}: {', '.join(options)}")
+    for group, options in sorted(config_groups(command).items()):
+        if group in tune_only:
+            continue
+        lines.append(f"  {group}: {', '.join(options)}")
     lines += ["", "examples:",
               f"  medbench {command} experiment=breastmnist_resnet18 seed=1",
               f"  medbench {command} debug=fast_dev_run",
@@ -67,11 +65,11 @@ def split_flags(args: list[str]) -> tuple[list[str], bool, str | None, bool]:
     return overrides, multirun, cfg_part, wants_help
 
 
-def composed_yaml(overrides: list[str], part: str) -> str:
+def composed_yaml(overrides: list[str], part: str, command: str = "train") -> str:
     """The config a run would use: ``job`` as composed, ``all`` with interpolations resolved."""
     from medbench.config import compose_config
 
-    cfg = compose_config(overrides)
+    cfg = compose_config(overrides, config_name=command)
     return OmegaConf.to_yaml(cfg, resolve=part == "all")
 
 

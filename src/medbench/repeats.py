@@ -15,6 +15,7 @@ from medbench.errors import ConfigError
 # keys that say where, how often and with what description a run is recorded, not what is
 # trained and tested (the survey entry's text, published figures and tuning record describe it)
 BOOKKEEPING = ("seed", "seeds", "resume", "paths", "tracking", "name", "choices", "cv.fold",
+               "budget", "verbose",
                "data.root", "data.download", "survey", "reference", "tuned",
                "trainer.enable_progress_bar", "trainer.enable_model_summary",
                # a second reader's masks: the reference of another row (runner=observer)

@@ -18,8 +18,9 @@ from medbench.config import compose_config
 from medbench.errors import TrainingError
 from medbench.family import family_of
 
-# a CPU smoke budget: one short epoch; its runs are tagged and kept off the real leaderboards
-QUICK = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+# a CPU smoke budget: one short epoch; its runs are tagged medbench.budget=quick and kept off
+# the real leaderboards
+QUICK = ["budget=quick", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
          "+trainer.limit_val_batches=2"]
 
 
@@ -30,7 +31,6 @@ def reproduce(entries: list[CatalogEntry], seeds: list[int], overrides: list[str
     (its MLflow run ends FAILED) is reported in one line and the others go on; then it raises
     naming the failures."""
     extra = [*(QUICK if quick else []), *overrides]
-    tags = {"medbench.budget": "quick"} if quick else {}
     run_ids, failed = [], []
     for entry in entries:
         if not entry.runnable:
@@ -38,9 +38,9 @@ def reproduce(entries: list[CatalogEntry], seeds: list[int], overrides: list[str
             continue
         for seed in seeds:
             try:
-                cfg = _config(entry.id, seed, extra, train, tags)
+                cfg = _config(entry.id, seed, extra, train)
                 columns = family_of(cfg).leaderboard.columns
-                run_id, metrics = train(cfg, tags=tags)
+                run_id, metrics = train(cfg)
             except Exception as err:  # noqa: BLE001 - one failed run must not stop the sweep
                 failed.append(f"{entry.id} seed {seed}")
                 log(f"{entry.section} {entry.id} seed {seed}: FAILED "
@@ -55,13 +55,12 @@ def reproduce(entries: list[CatalogEntry], seeds: list[int], overrides: list[str
     return run_ids
 
 
-def _config(entry_id: str, seed: int, extra: list[str], train: Callable,
-            tags: dict[str, str]) -> DictConfig:
+def _config(entry_id: str, seed: int, extra: list[str], train: Callable) -> DictConfig:
     overrides = [f"experiment=survey/{entry_id}", f"seed={seed}", *extra]
     cfg = compose_config(overrides)
     if cfg.pretrain and cfg.model.pretrained_path is None:
         source = compose_config([*cfg.pretrain, "name=survey_pretrain", f"seed={seed}", *extra])
-        source_id, _ = train(source, tags={**tags, "medbench.kind": "pretrain"})
+        source_id, _ = train(source, tags={"medbench.kind": "pretrain"})
         cfg = compose_config([*overrides, f"model.pretrained_path=run:{source_id}"])
     if cfg.get("ensemble") and not cfg.model.kwargs.get("members"):
         members = []
@@ -69,7 +68,7 @@ def _config(entry_id: str, seed: int, extra: list[str], train: Callable,
         for k in range(int(cfg.ensemble.count)):  # each member a tracked run of its own seed
             member = compose_config([*cfg.ensemble.member, "name=survey_member",
                                      f"seed={seed * 1000 + k}", *shared])
-            member_id, _ = train(member, tags={**tags, "medbench.kind": "member"})
+            member_id, _ = train(member, tags={"medbench.kind": "member"})
             members.append(f"{{name: {member.model.name}, checkpoint: 'run:{member_id}'}}")
         cfg = compose_config([*overrides, f"model.kwargs.members=[{', '.join(members)}]"])
     return cfg

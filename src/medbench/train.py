@@ -97,6 +97,8 @@ def run_tags(cfg: DictConfig, family: Family) -> dict[str, str]:
             "model": cfg.model.name, "seed": str(cfg.seed), "git_commit": git_commit(REPO_ROOT),
             "medbench.kind": "run", "medbench.config_hash": config_hash(cfg),
             **machine_tags(str(cfg.trainer.get("accelerator", "cpu")))}
+    if cfg.get("budget"):
+        tags["medbench.budget"] = str(cfg.budget)
     if (cfg.get("cv") or {}).get("folds"):
         tags.update({"cv.folds": str(cfg.cv.folds), "cv.fold": str(cfg.cv.fold)})
     tags.update({f"choice.{k}": str(v) for k, v in (cfg.get("choices") or {}).items()

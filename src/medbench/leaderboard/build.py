@@ -187,7 +187,9 @@ def build_tables(uri: str, quick: bool = False,
         *f.leaderboard.columns, *f.leaderboard.rank_choices)))
     every = collect_runs(uri, (*(f"test/{m}" for m in metrics), *COST))
     runs = with_source_training(every)
-    runs = runs[(runs["medbench.kind"] == "run") & ((runs["medbench.budget"] == "quick") == quick)]
+    # budget: quick (reproduce --quick), debug (debug= overlays) or none (a real run)
+    budget = runs["medbench.budget"].fillna("full")
+    runs = runs[(runs["medbench.kind"] == "run") & (budget == ("quick" if quick else "full"))]
     unknown = runs[~runs["family"].isin(list(known))]
     runs = runs[runs["family"].isin(list(known))]
     entries = entries if entries is not None else catalog()
