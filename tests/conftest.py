@@ -21,6 +21,17 @@ os.environ["MEDBENCH_OFFLINE"] = "1"  # tests never download
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def nothing_written_into_the_checkout():
+    """No test leaves MLflow's default folders (``mlruns/``, ``mlartifacts/``) in the working
+    directory or the checkout: an experiment made without an artifact location would."""
+    places = {Path.cwd(), REPO_ROOT}
+    before = {p / name for p in places for name in ("mlruns", "mlartifacts") if (p / name).exists()}
+    yield
+    after = {p / name for p in places for name in ("mlruns", "mlartifacts") if (p / name).exists()}
+    assert not after - before, f"tests wrote {sorted(map(str, after - before))}"
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     path = Path(os.environ["MEDBENCH_DATA_DIR"])
@@ -110,7 +121,8 @@ def check_bccd_detection_run(mlflow_client: MlflowClient, results_dir: Path):
         rows = pd.read_csv(mlflow_client.download_artifacts(
             run.info.run_id, "per_image_test.csv", str(results_dir)))
         assert list(rows.columns) == ["index", "n_true", "n_pred", "tp", "fp", "fn", "f1",
-                                      "ap50"]
+                                      "ap50", "sample_id"]
+        assert all(name.startswith("JPEGImages/BloodImage_") for name in rows["sample_id"])
         assert rows["index"].tolist() == [0, 1, 2] and rows["n_true"].sum() == 53
         assert (rows["tp"] + rows["fp"] == rows["n_pred"]).all()
 

@@ -110,6 +110,8 @@ def test_presets_keep_their_config_hash(name):
 def test_tracked_runs_keep_their_config_hash():
     for run in EXPECTED["trained"]:
         overrides = [*BASE, *run["overrides"], "seeds=null", f"seed={run['seed']}"]
+        if "data=csv_manifest" in run["overrides"]:  # file loaders' batch sizes until issue 22
+            overrides += ["data.batch_size=64", "data.eval_batch_size=128"]  # made them 128/256
         if run["fold"] is not None:
             overrides.append(f"cv.fold={run['fold']}")
         assert config_hash(compose_config(overrides)) == run["config_hash"], run["overrides"]

@@ -44,7 +44,7 @@ def test_console_script_help_lists_commands():
 
 
 def test_models_command_lists_registry(capsys):
-    assert main(["models"]) == 0
+    assert main(["models", "resnet18_28", "densenet121"]) == 0  # named: with their cost
     out = capsys.readouterr().out
     assert "resnet18_28" in out and "densenet121" in out
     assert "11.17 M" in out and "455.8 M" in out  # resnet18_28: params, MACs at 28 px

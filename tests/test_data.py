@@ -146,3 +146,49 @@ def test_image_folder_and_channel_mismatch(tmp_path):
         ImageFolderDataModule(str(tmp_path)).setup()
     resized = ImageFolderDataModule(str(tmp_path), resize=24)
     assert resized.eval_dataloader("test").dataset[1]["image"].shape == (1, 24, 24)
+
+
+def test_label_indices_follow_data_classes_else_numbers_then_names(tmp_path):
+    """One dataset keeps its label indices whichever loader reads it: data.classes sets the
+    order; without it numeric labels sort as numbers (2 before 10), names alphabetically."""
+    rows = ["path,label"]
+    for i in range(30):
+        _png(tmp_path / f"{i}.png", i)
+        rows.append(f"{i}.png,{['2', '10', '1'][i % 3]}")
+    (tmp_path / "numbers.csv").write_text("\n".join(rows))
+    assert CSVManifestDataModule(str(tmp_path / "numbers.csv")).info.label_names == [
+        "1", "2", "10"]
+    (tmp_path / "names.csv").write_text("\n".join(
+        ["path,label", *(f"{i}.png,{'normal' if i % 2 else 'malignant'}" for i in range(30))]))
+    ordered = CSVManifestDataModule(str(tmp_path / "names.csv"), classes=["normal", "malignant"])
+    assert ordered.info.label_names == ["normal", "malignant"]
+    ordered.setup()
+    source, labels = ordered.splits["train"]  # sample ids: paths relative to the manifest
+    assert [0 if int(name[:-4]) % 2 else 1 for name in source.sample_ids()] == labels.tolist()
+    with pytest.raises(DataError, match=r"labels \['malignant'\] are not in data.classes"):
+        CSVManifestDataModule(str(tmp_path / "names.csv"), classes=["normal", "benign"])
+
+
+@pytest.mark.parametrize("wanted, index", [(None, 1), ("malignant", 0), (0, 0), ("1", 1)])
+def test_positive_class_by_name_or_index(wanted, index, data_dir):
+    dm = MedMNISTDataModule("breastmnist", root=str(data_dir), download=False,
+                            positive_class=wanted)
+    dm.setup()
+    assert dm.info.positive_class == index and dm.summary()["positive_class"] == index
+
+
+def test_positive_class_is_checked(data_dir):
+    with pytest.raises(ConfigError, match=r"'tumour' is neither a label of breastmnist "
+                                          r"\('malignant', 'normal, benign'\)"):
+        MedMNISTDataModule("breastmnist", root=str(data_dir), download=False,
+                           positive_class="tumour").setup()
+
+def test_positive_class_applies_to_binary_labels_only(tmp_path):
+    rows = ["path,label"]
+    for i in range(30):
+        _png(tmp_path / f"{i}.png", i)
+        rows.append(f"{i}.png,{'abc'[i % 3]}")
+    (tmp_path / "three.csv").write_text("\n".join(rows))
+    with pytest.raises(ConfigError, match="three has multiclass labels; a positive class"):
+        CSVManifestDataModule(str(tmp_path / "three.csv"), positive_class="a").setup()
+

@@ -209,7 +209,9 @@ def test_bccd_end_to_end_through_the_cli(results_dir, mlflow_client, only_run, d
     local = mlflow_client.download_artifacts(run.info.run_id, "per_image_test.csv",
                                              str(results_dir))
     rows = pd.read_csv(local)
-    assert list(rows.columns) == ["index", "n_true", "n_pred", "tp", "fp", "fn", "f1", "ap50"]
+    assert list(rows.columns) == ["index", "n_true", "n_pred", "tp", "fp", "fn", "f1", "ap50",
+                                  "sample_id"]
+    assert all(name.startswith("JPEGImages/BloodImage_") for name in rows["sample_id"])
     assert rows["index"].tolist() == [0, 1, 2] and rows["n_true"].sum() == 53
     assert (rows["tp"] + rows["fn"] == rows["n_true"]).all()
     assert (rows["tp"] + rows["fp"] == rows["n_pred"]).all()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from medbench.catalog import SURVEY_TABLES, catalog, select
@@ -18,7 +18,8 @@ N_TEST = 300
 
 
 def _write_run(client: MlflowClient, experiment: str, tmp_path, *, method: str, seed: int,
-               probs: np.ndarray, labels: np.ndarray, config: str = "c1", **extra_tags) -> str:
+               probs: np.ndarray, labels: np.ndarray, config: str = "c1",
+               params: dict[str, str] | None = None, fitted: bool = True, **extra_tags) -> str:
     tags = {"medbench.kind": "run", "medbench.config_hash": config, "survey.id": method,
             "dataset": "breastmnist", "model": f"net_{method}", "seed": str(seed),
             "label_type": "binary", **extra_tags}
@@ -27,8 +28,9 @@ def _write_run(client: MlflowClient, experiment: str, tmp_path, *, method: str, 
     auc = float(pd.Series(probs[:, 1]).corr(pd.Series(labels), method="spearman"))
     metrics = {"test/auc": 0.5 + auc / 2, "test/acc": float((probs.argmax(1) == labels).mean()),
                "model/params": 1000.0 * (1 + len(method)), "model/macs": 5e5,
-               "time/fit_s": 10.0 + seed, "time/test_ms_per_image": 1.5}
-    client.log_batch(run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
+               "time/test_ms_per_image": 1.5, **({"time/fit_s": 10.0 + seed} if fitted else {})}
+    client.log_batch(run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
+                     params=[Param(k, v) for k, v in (params or {}).items()])
     path = tmp_path / run_id / "predictions_test.csv"  # named as the trainer names it
     path.parent.mkdir()
     frame = pd.DataFrame({"index": np.arange(N_TEST)[::-1], "label": labels[::-1],
@@ -149,6 +151,9 @@ def test_catalog_selectors():
 def test_leaderboard_command_writes_every_format(store, tmp_path, capsys):
     out = tmp_path / "boards"
     assert main(["leaderboard", "--uri", store, "--out", str(out)]) == 0
+    said = capsys.readouterr().out  # gao2014's second configuration is one flag away
+    assert "1 row(s) show one of several configurations" in said and "--all-configs" in said
+    assert not (out / ".gitignore").exists()  # a folder of the user's choice is left as is
     names = {p.name for p in out.iterdir()}
     assert {"table05_lung_classification.md", "table10_classification.csv",
             "all_methods.md", "leaderboards.html"} <= names
@@ -187,6 +192,7 @@ def test_seeds_and_folds_on_real_data_form_one_leaderboard_row(data_dir, results
     assert all(r.info.status == "FINISHED" for r in runs)
     assert len({r.data.tags["medbench.config_hash"] for r in runs}) == 1
     assert len({r.data.tags["medbench.group"] for r in runs}) == 1
+    assert len({r.data.tags["data.fingerprint_test"] for r in runs}) == 1  # one test split
     by_fold = {r.data.tags["cv.fold"]: r.data.tags for r in runs if r.data.tags["seed"] == "0"}
     assert sum(int(t["data.n_val"]) for t in by_fold.values()) == 546 + 78  # train+val pooled
     assert all(t["data.n_test"] == "156" for t in by_fold.values())  # the official test set
@@ -203,10 +209,12 @@ def test_reproduce_quick_trains_runnable_entries_and_skips_the_others(data_dir, 
     out = capsys.readouterr().out
     assert "4.3.1 bayramoglu2015_cuda_convnet_hep2: not runnable yet" in out
     assert "4.3.2 gao2014_six_layer_hep2 seed 0: test/acc" in out
-    board = (results_dir / "leaderboards" / "quick" / "table06_hep2_classification.md")
+    # the user's own folder; the committed tables are left alone
+    board = (results_dir / "leaderboards-local" / "quick" / "table06_hep2_classification.md")
     assert "| 1 | gao2014_six_layer_hep2 | 4.3.2 | six_layer_cnn | breastmnist | proxy |" in (
         board.read_text())
-    assert not (results_dir / "leaderboards" / "table06_hep2_classification.md").exists()
+    assert not (results_dir / "leaderboards-local" / "table06_hep2_classification.md").exists()
+    assert not (results_dir / "leaderboards").exists()
 
 
 def test_an_empty_store_lists_every_entry_without_rows(tmp_path):
@@ -343,3 +351,119 @@ def test_leaderboard_over_a_postgresql_store(postgres_url, tmp_path):
     frame = {t.key: t for t in build_tables(postgres_url)}["table10_classification"].frame
     assert list(frame.method) == ["shen2017_multicrop_pooling", "gao2014_six_layer_hep2"]
     assert list(frame.runs) == [2, 2] and not frame.auc_tied[1]
+
+
+def test_rows_are_keyed_by_test_split_and_evaluation_only_runs_stand_apart(tmp_path):
+    """Two test splits under one loader name are two rows; an old run (no fingerprint) joins
+    its configuration's; an evaluation-only run is a row apart, never the trained one."""
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("keys", artifact_location=(tmp_path / "a").as_uri())
+    labels = np.random.default_rng(0).integers(0, 2, N_TEST)
+    rng = np.random.default_rng(1)
+    shen = "shen2017_multicrop_pooling"
+
+    def run(seed: int, config: str, fingerprint: str | None, method: str = shen, **extra):
+        tags = {"dataset": "csv_manifest", **(
+            {"data.fingerprint_test": fingerprint} if fingerprint else {})}
+        _write_run(client, experiment, tmp_path, method=method, seed=seed, config=config,
+                   probs=_scores(labels, 2.0, rng), labels=labels, **tags, **extra)
+
+    run(0, "cA", "aaaaaaaa11111111")
+    run(1, "cA", "aaaaaaaa11111111")
+    run(2, "cA", None)  # tracked before the tag: its configuration's runs say which data
+    run(0, "cB", "bbbbbbbb22222222")  # another manifest, later
+    run(0, "cOld", None)  # an old configuration alone: today's key, the loader's name
+    evaluation = {"trainer.max_epochs": "0", "model.pretrained_path": "run:x"}
+    run(0, "cE", "aaaaaaaa11111111", params=evaluation, fitted=False)  # the latest of all
+    members = {"trainer.max_epochs": "0", "model.kwargs.members": "[{'checkpoint': 'run:y'}]"}
+    run(0, "cM", "aaaaaaaa11111111", method="maji2016_ensemble_12cnn_vessels", params=members,
+        fitted=False)  # an ensemble of tracked members: a method of its own, not marked
+    tables = {t.key: t for t in build_tables(f"sqlite:///{tmp_path}/mlflow.db")}
+    every = tables["all_methods"]
+    rows = {(r.method, r.dataset): r.runs for r in every.frame.itertuples()}
+    assert rows == {(shen, "csv_manifest [aaaaaaaa]"): 3, (shen, "csv_manifest [bbbbbbbb]"): 1,
+                    (shen, "csv_manifest"): 1,
+                    (f"{shen} (evaluation only)", "csv_manifest [aaaaaaaa]"): 1,
+                    ("maji2016_ensemble_12cnn_vessels", "csv_manifest [aaaaaaaa]"): 1}
+    assert not any("other configuration" in n for n in every.notes)
+    # the rows on one test split rank among themselves only
+    frame = every.frame.set_index(["method", "dataset"])
+    assert frame.loc[(shen, "csv_manifest [bbbbbbbb]"), "rank"] == 1
+    on_a = frame.xs("csv_manifest [aaaaaaaa]", level="dataset")
+    assert sorted(on_a["rank"]) == [1, 2, 3] and on_a["auc_p"].notna().sum() == 2
+    assert len(tables["table05_lung_classification"].frame) == 4  # both kinds, by survey id
+
+
+def test_all_configs_shows_a_row_per_configuration(store):
+    default = {t.key: t for t in build_tables(store)}["table10_classification"]
+    assert "gao2014_six_layer_hep2" in set(default.frame.method)
+    table = {t.key: t for t in build_tables(store, all_configs=True)}["table10_classification"]
+    runs = dict(zip(table.frame.method, table.frame.runs, strict=True))
+    assert runs == {"shen2017_multicrop_pooling": 3,
+                    "chowdhury2020_pdcovidnet_parallel_dilated": 3,
+                    "gao2014_six_layer_hep2 [config c1]": 3,
+                    "gao2014_six_layer_hep2 [config c2]": 1}
+    assert not any("other configuration" in n for n in table.notes)
+    assert table.frame.set_index("method").loc["gao2014_six_layer_hep2 [config c2]", "rank"] == 1
+
+
+def test_leaderboard_command_keeps_manifests_apart_and_the_committed_tables_untouched(
+        tmp_path, results_dir, capsys, monkeypatch):
+    """Real runs on two CSV manifests and an evaluation of the first one's checkpoint: three
+    rows, written to the user's folder unless --committed; a missing store is one line."""
+    from PIL import Image
+
+    import medbench.config
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = ["path,label"]
+        for i in range(40):
+            Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(
+                folder / f"{name}{i}.png")
+            rows.append(f"{name}{i}.png,{i % 2}")
+        (folder / "manifest.csv").write_text("\n".join(rows))
+    base = ["data=csv_manifest", "model=lenet5", "trainer.max_epochs=1",
+            f"paths.results_dir={results_dir}", "trainer.enable_progress_bar=false"]
+    client = MlflowClient(f"sqlite:///{results_dir}/mlflow.db")
+
+    def train(*overrides: str) -> dict[str, str]:
+        before = {r.info.run_id for r in client.search_runs(
+            [e.experiment_id for e in client.search_experiments()])}
+        assert main(["train", *base, *overrides]) == 0
+        [new] = [r for r in client.search_runs([e.experiment_id for e in
+                                                 client.search_experiments()])
+                 if r.info.run_id not in before]
+        return {"run_id": new.info.run_id, **new.data.tags}
+
+    first = train(f"data.manifest={tmp_path / 'a' / 'manifest.csv'}")
+    second = train(f"data.manifest={tmp_path / 'b' / 'manifest.csv'}")
+    evaluated = train(f"data.manifest={tmp_path / 'a' / 'manifest.csv'}",
+                      "trainer.max_epochs=0", f"model.pretrained_path=run:{first['run_id']}")
+    a, b = first["data.fingerprint_test"], second["data.fingerprint_test"]
+    assert a != b and evaluated["data.fingerprint_test"] == a and len(a) == 16
+    capsys.readouterr()
+
+    real = medbench.config.compose_config
+    monkeypatch.setattr(medbench.config, "compose_config",
+                        lambda overrides: real([f"paths.results_dir={results_dir}", *overrides]))
+    assert main(["leaderboard"]) == 0
+    local = results_dir / "leaderboards-local"
+    assert f"wrote {local / 'all_methods.md'}" in capsys.readouterr().out
+    assert (local / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert not (results_dir / "leaderboards").exists()
+    frame = pd.read_csv(local / "all_methods.csv")
+    assert set(zip(frame.method, frame.dataset, frame.runs, strict=True)) == {
+        ("lenet5", f"csv_manifest [{a[:8]}]", 1), ("lenet5", f"csv_manifest [{b[:8]}]", 1),
+        ("lenet5 (evaluation only)", f"csv_manifest [{a[:8]}]", 1)}
+    assert main(["leaderboard", "--committed"]) == 0
+    assert (results_dir / "leaderboards" / "all_methods.md").is_file()
+
+    missing = tmp_path / "elsewhere" / "mlflow.db"
+    assert main(["leaderboard", "--uri", f"sqlite:///{missing}"]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: leaderboard: no tracking store at {missing} (train a run first, "
+                   f"or name an existing store with --uri)\n")
+    assert not missing.parent.exists()

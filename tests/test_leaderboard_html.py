@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
+import shutil
+import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from medbench.leaderboard.html import pareto_metric, render_html
+from medbench.leaderboard.build import build_tables
+from medbench.leaderboard.html import page_order, pareto_metric, render_html
 from medbench.leaderboard.table import LeaderboardTable
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+STORE_V1 = Path(__file__).parent / "fixtures" / "store_v1"  # real runs (its README)
 NAN = float("nan")
 
 
-def _row(method, dataset, metrics, *, macs, params, rank=1, data="proxy", model=None):
+def _row(method, dataset, metrics, *, macs, params, rank=1, data="proxy", model=None,
+         infer_model_ms=NAN):
     """A frame row; metrics: {name: (mean, std, ci_low, ci_high, best, tied, p)}."""
     row = {"rank": rank, "method": method, "section": "4.2", "model": model or method,
            "dataset": dataset, "data": data, "reported": "AUC 0.95", "runs": 15,
            "params": params, "macs": macs, "train_s": 812.0, "infer_ms": 1.7,
-           "tuning": "untuned"}
+           "tuning": "untuned", "infer_model_ms": infer_model_ms}
     for m, values in metrics.items():
         row |= dict(zip([f"{m}_{s}" for s in ("mean", "std", "ci_low", "ci_high", "best", "tied",
                                                "p")], values, strict=True))
@@ -47,7 +54,7 @@ def _tables() -> list[LeaderboardTable]:
     ])
     skin = pd.DataFrame([
         _row("inception_v3", "dermamnist", {"acc": (0.768, 0.011, 0.759, 0.777, True, False, NAN)},
-             macs=5.7e9, params=23.8e6),
+             macs=5.7e9, params=23.8e6, infer_model_ms=0.42),
         _row("resnet18", "dermamnist", {"acc": (0.754, 0.008, 0.748, 0.760, False, True, 0.09)},
              macs=1.82e9, params=11.2e6, rank=2),
         _row("vgg16", "dermamnist", {"acc": (0.741, 0.013, 0.731, 0.751, False, False, 0.02)},
@@ -68,9 +75,9 @@ def _expected_optimal(frame: pd.DataFrame, m: str) -> list[bool]:
             for d, x, y in pts]
 
 
-@pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    """The rendered page open in headless Chromium: (driver, html, path)."""
+@contextmanager
+def _browser(root: Path):
+    """Headless Chromium (skipped where it is not installed, failed when it is required)."""
     missing = [f"{p} (apt-get install {p.name.replace('chromedriver', 'chromium-driver')})"
                for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     try:
@@ -83,11 +90,6 @@ def page(tmp_path_factory):
         if os.environ.get("MEDBENCH_REQUIRE_BROWSER") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
-
-    root = tmp_path_factory.mktemp("leaderboard")
-    html = render_html(_tables(), "Leaderboard <draft>", "Tables 5 & 7, three seeds")
-    path = root / "leaderboard.html"
-    path.write_text(html, encoding="utf-8")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -97,10 +99,24 @@ def page(tmp_path_factory):
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
-        driver.get(path.as_uri())
-        yield driver, html, path
+        yield driver
     finally:
         driver.quit()
+
+
+def _open(driver, html: str, path: Path) -> None:
+    path.write_text(html, encoding="utf-8")
+    driver.get(path.as_uri())
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    """The rendered page open in headless Chromium: (driver, html, path)."""
+    root = tmp_path_factory.mktemp("leaderboard")
+    html = render_html(_tables(), "Leaderboard <draft>", "Tables 5 & 7, three seeds")
+    with _browser(root) as driver:
+        _open(driver, html, root / "leaderboard.html")
+        yield driver, html, root / "leaderboard.html"
 
 
 def _severe(driver) -> list[dict]:
@@ -214,3 +230,105 @@ def test_screenshot(page, tmp_path):
     assert driver.save_screenshot(str(shot))
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_one_run_ci_is_na_and_model_only_timing_is_shown(page):
+    driver, _, path = page
+    driver.get(path.as_uri())
+    single = _tables()[1].frame.iloc[:1].assign(runs=1)  # inception_v3: acc 0.768
+    html = render_html([LeaderboardTable("one", "one run", ["acc"], single)], "t", "c")
+    assert "[n/a]" in html and "0.768 ± 0.011 <span" in html and "[0.759, 0.777]" not in html
+    _, infer = _column(driver, "table07_skin", "inference")
+    cells = driver.find_elements("css selector",
+                                 f"#table07_skin tbody td:nth-child({infer + 1})")
+    assert cells[0].text == "420 µs" and float(cells[0].get_attribute("data-value")) == 0.42
+    assert "forward passes alone" in cells[0].get_attribute("title")
+    assert cells[1].text == "1.7 ms incl. loading"  # no model-only figure: the old one, labelled
+    assert "data loading included" in cells[1].get_attribute("title")
+
+
+def test_bars_start_at_a_stated_zero_and_auc_marks_chance(page):
+    driver, _, _ = page
+    for table in _tables():
+        svg = driver.find_element("css selector", f"section:has(#{table.key}) svg.bars")
+        ticks = svg.find_elements("css selector", "g.axis line")[:-1]  # the last: the axis line
+        labels = [float(t.text) for t in svg.find_elements("css selector", "g.axis text")[:-1]]
+        assert labels[0] == 0 and labels == sorted(labels) and labels[-1] >= 0.958
+        zero = float(ticks[0].get_attribute("x1"))
+        assert {float(r.get_attribute("x")) for r in svg.find_elements(
+            "css selector", "rect.bar")} == {zero}  # every bar's length is its value
+        assert "axis from 0" in svg.text
+        figure = driver.find_element("css selector", f"section:has(#{table.key}) figure")
+        assert "axis from 0" in figure.find_element("css selector", "figcaption").text
+        chance = svg.find_elements("css selector", "path.chance")
+        assert len(chance) == ("auc" == table.metrics[0])  # AUC's coin toss: 0.5
+    assert "dashed: chance 0.5" in driver.find_element(
+        "css selector", "section:has(#table05_lung) svg.bars").text
+
+
+@pytest.fixture(scope="module")
+def store_v1(tmp_path_factory) -> str:
+    """The real store of tests/fixtures/store_v1 (LeNet-5, gao2014 and ovalle2016 on
+    BreastMNIST, a one-run CSV-manifest row), artifact URIs pointed at the copy."""
+    folder = tmp_path_factory.mktemp("store_v1")
+    shutil.copytree(STORE_V1 / "mlartifacts", folder / "mlartifacts")
+    written = Path(json.loads((STORE_V1 / "expected.json").read_text())["results_dir"])
+    with sqlite3.connect(folder / "mlflow.db") as db:
+        db.executescript((STORE_V1 / "mlflow.sql").read_text(encoding="utf-8"))
+        for table, column in (("runs", "artifact_uri"), ("experiments", "artifact_location")):
+            db.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)",
+                       (written.as_uri(), folder.as_uri()))
+    return f"sqlite:///{folder}/mlflow.db"
+
+
+def test_a_personal_store_opens_with_its_own_runs_and_folds_empty_tables(store_v1, tmp_path):
+    tables = build_tables(store_v1)
+    full, empty = page_order(tables)
+    assert full[0].key == "all_methods" and tables[-1].key == "all_methods"  # last when built
+    assert [t.key for t in full[1:]] == [t.key for t in tables[:-1] if len(t.frame)]
+    assert empty and all(t.frame.empty for t in empty) and len(full) + len(empty) == len(tables)
+    with _browser(tmp_path) as driver:
+        _open(driver, render_html(tables, "mine", "store_v1"), tmp_path / "page.html")
+        assert _severe(driver) == []
+        headings = [h.text for h in driver.find_elements("css selector", "section > h2")]
+        links = driver.find_elements("css selector", "nav a")  # each to its section
+        assert [a.get_attribute("hash") for a in links] == [
+            *(f"#s-{t.key}" for t in full), "#empty-tables"]
+        assert all(driver.find_elements("css selector", a.get_attribute("hash")) for a in links)
+        assert headings == [*(t.title for t in full), f"Tables without rows ({len(empty)})"]
+        assert driver.find_element("css selector", "table.leaderboard").get_attribute(
+            "id") == "all_methods"  # the first table on the page: the user's own runs
+        folded = driver.find_elements("css selector", "#empty-tables details.empty")
+        assert [d.get_attribute("id") for d in folded] == [t.key for t in empty]
+        for line, table in zip(folded, empty, strict=True):
+            assert line.get_attribute("open") is None and line.size["height"] < 40  # one line
+            assert line.text.startswith(f"{table.title}: no rows yet")
+        assert not driver.find_elements("css selector", "#empty-tables table")
+        for table in full:  # long notes (every surveyed entry not run yet) are folded too
+            notes = driver.find_elements("css selector", f"section:has([id^={table.key}]) > "
+                                         "details:not(.empty)")
+            assert len(notes) == (len(table.notes) > 5), table.key
+            assert not notes or notes[0].text == f"{len(table.notes)} notes"
+            idle = [part.family for part, frame in table.family_parts() if frame.empty]
+            line = driver.find_elements("css selector", f"section:has([id^={table.key}]) > "
+                                        "p.empty")  # the families without rows: one line
+            assert [e.text for e in line] == [f"{', '.join(idle)}: no rows yet."] * bool(idle)
+        texts = [r.text for r in driver.find_elements("css selector", "#all_methods tbody tr")]
+        frame = full[0].frame
+        for text, runs, lo, hi in zip(texts, frame.runs, frame.auc_ci_low, frame.auc_ci_high,
+                                      strict=True):
+            assert ("[n/a]" in text) == (runs == 1)
+            assert (f"[{lo:.3f}, {hi:.3f}]" in text) == (runs > 1)
+            assert "incl. loading" in text  # runs tracked before model-only timing
+        assert sum(frame.runs == 1) == 2  # ovalle2016, and LeNet-5 on the CSV manifest
+        svg = driver.find_element("css selector", "section:has(#all_methods) svg.bars")
+        assert len(svg.find_elements("css selector", "g.whisker")) == sum(frame.runs > 1)
+        assert float(svg.find_elements("css selector", "g.axis text")[0].text) == 0
+
+
+def test_an_empty_store_is_one_line_per_table(results_dir):
+    tables = build_tables(f"sqlite:///{results_dir}/mlflow.db")
+    html = render_html(tables, "empty", "c")
+    assert page_order(tables) == ([], tables)
+    assert html.count('<details class="empty"') == len(tables) and "<table" not in html
+    assert f">{len(tables)} table(s) without rows</a>" in html

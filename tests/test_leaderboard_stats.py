@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
@@ -241,3 +242,21 @@ def test_paired_bootstrap_undefined_metric_on_a_resample_is_an_error():
     probs = np.random.default_rng(13).dirichlet(np.ones(2), 30)
     with pytest.raises(ValueError, match="undefined"):
         paired_bootstrap(y, [probs], [probs[::-1].copy()], macro_auc, n_resamples=50)
+
+
+def test_per_sample_readers_skip_the_sample_id_column(tmp_path):
+    """The trailing sample_id (a file path, quoted by pandas when it holds a comma) is text:
+    the numeric readers drop it and read the same values as without it."""
+    from medbench.leaderboard.per_sample import read_per_sample_csv
+    from medbench.tasks.classification.ranking import Predictions
+
+    frame = pd.DataFrame({"index": [1, 0], "label": [0, 1], "prob_0": [0.75, 0.25],
+                          "prob_1": [0.25, 0.75], "sample_id": ["b,1.png", 'a "x".png']})
+    frame.to_csv(tmp_path / "with.csv", index=False)
+    frame.drop(columns="sample_id").to_csv(tmp_path / "without.csv", index=False)
+    with_id, without = (Predictions.read(tmp_path / f"{n}.csv") for n in ("with", "without"))
+    assert (with_id.labels == [1, 0]).all() and np.array_equal(with_id.probs, without.probs)
+    index, values = read_per_sample_csv(tmp_path / "with.csv")
+    assert index.tolist() == [0, 1] and set(values) == {"label", "prob_0", "prob_1"}
+    assert values["prob_1"].tolist() == [0.75, 0.25]
+

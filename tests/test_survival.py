@@ -64,13 +64,21 @@ def test_killed_training_resumes_into_the_same_run_with_the_same_metrics(make_cf
     assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
     epochs = {m.step for m in client.get_metric_history(run.info.run_id, "epoch")}
     assert len(epochs) >= 5
-    # last.ckpt is the latest epoch, refreshed whether or not val AUC improved
-    assert torch.load(last, weights_only=True)["epoch"] == 4
+    # FINISHED: nothing left to resume, the full state is deleted; the selected checkpoint
+    # stays, weights only
+    assert not last.exists()
+    [best] = last.parent.iterdir()
+    assert "optimizer_states" not in torch.load(best, weights_only=True)
 
-    # an uninterrupted run with the same seed, elsewhere
+    # an uninterrupted run with the same seed, elsewhere, asked to keep its resume state
     other = tmp_path / "uninterrupted"
-    reference = train(make_cfg(*ARGS, f"paths.results_dir={other}"))
+    reference = train(make_cfg(*ARGS, f"paths.results_dir={other}",
+                               "tracking.keep_last_checkpoint=true"))
     assert resumed == reference
+    [kept] = (other / "runs").glob("*/checkpoints/last.ckpt")
+    state = torch.load(kept, weights_only=True)
+    # last.ckpt is the latest epoch, refreshed whether or not val AUC improved, full state
+    assert state["epoch"] == 4 and state["optimizer_states"] and state["callbacks"]
 
 
 def test_resume_refuses_what_it_cannot_continue(make_cfg, results_dir):
@@ -99,8 +107,9 @@ def test_four_concurrent_trainings_share_one_sqlite_store(results_dir):
         assert len(client.get_metric_history(run.info.run_id, "val/auc")) == 2
         assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 2
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"config.yaml", "confusion_matrix.png", "roc.png", "predictions_test.csv",
-                "checkpoints"} <= artifacts
+        assert {"config.yaml", "confusion_matrix.png", "roc.png",
+                "predictions_test.csv"} <= artifacts
+        assert "checkpoints" not in artifacts  # tracking.log_checkpoint=false: no second copy
 
 
 def test_resume_refuses_a_run_whose_process_lives(make_cfg, results_dir):

@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 from medbench.config import REPO_ROOT
 from medbench.models import create_model
 from medbench.provenance import describe_machine, machine_tags
+from medbench.report import print_summary
 from medbench.train import train
 
 
@@ -31,6 +32,9 @@ def test_breastmnist_run_is_fully_tracked(make_cfg, mlflow_client, only_run, res
     assert run.data.metrics["model/params"] == 11_168_706  # resnet18_28, 1 channel, 2 classes
     assert run.data.metrics["model/macs"] > 4e8
     assert run.data.metrics["time/fit_s"] > 0 and run.data.metrics["time/test_ms_per_image"] > 0
+    # the network alone, within the whole test loop (which also loads the images)
+    assert 0 < run.data.metrics["time/infer_ms_per_image"] <= run.data.metrics[
+        "time/test_ms_per_image"]
     assert tags["medbench.kind"] == "run" and len(tags["medbench.config_hash"]) == 12
     # the machine it ran on, as benchmark tables cite it
     assert tags["machine.accelerator"] == "cpu" and tags["machine.cores"] == str(os.cpu_count())
@@ -39,16 +43,24 @@ def test_breastmnist_run_is_fully_tracked(make_cfg, mlflow_client, only_run, res
     history = mlflow_client.get_metric_history(run.info.run_id, "val/auc")
     assert len(history) == 3  # one value per epoch
     artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "confusion_matrix.png", "roc.png", "predictions_test.csv",
-            "checkpoints"} <= artifacts
-    [ckpt] = mlflow_client.list_artifacts(run.info.run_id, "checkpoints")
+    assert {"config.yaml", "confusion_matrix.png", "roc.png", "predictions_test.csv"} <= artifacts
+    # MLflow's UI opens the experiment in its model-training view, not the GenAI one
+    experiment = mlflow_client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # on disk: the selected checkpoint only, weights only; no copy among the artifacts, and
+    # the resume state (last.ckpt) gone once the run FINISHED
+    assert "checkpoints" not in artifacts
+    folder = results_dir / "runs" / run.info.run_id / "checkpoints"
+    [ckpt] = folder.iterdir()
+    assert ckpt.name == tags["best_checkpoint"] and ckpt.stat().st_size < 50e6  # 11.2M fp32
 
     # the checkpoint tested is the one with the best val AUC (ties: the first)...
     best_epoch = int(np.argmax([m.value for m in sorted(history, key=lambda m: m.step)]))
     assert int(tags["best_epoch"]) == best_epoch
     # ...and the test figures are those of that checkpoint, recomputed here from its file
-    local = mlflow_client.download_artifacts(run.info.run_id, ckpt.path, str(results_dir))
-    state = torch.load(local, map_location="cpu", weights_only=True)["state_dict"]
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert "optimizer_states" not in saved and "callbacks" not in saved
+    state = saved["state_dict"]
     net = create_model("resnet18_28", 1, 2)
     net.load_state_dict({k.removeprefix("net."): v for k, v in state.items()})
     net.eval()
@@ -64,8 +76,9 @@ def test_breastmnist_run_is_fully_tracked(make_cfg, mlflow_client, only_run, res
     csv = mlflow_client.download_artifacts(run.info.run_id, "predictions_test.csv",
                                            str(results_dir))
     frame = pd.read_csv(csv)
-    assert list(frame.columns) == ["index", "label", "prob_0", "prob_1"]
+    assert list(frame.columns) == ["index", "label", "prob_0", "prob_1", "sample_id"]
     assert frame["index"].tolist() == list(range(156))
+    assert frame["sample_id"].tolist() == list(range(156))  # arrays: the index is the id
     assert (frame["label"].to_numpy() == labels).all()
     assert abs(roc_auc_score(frame["label"], frame["prob_1"]) - metrics["test/auc"]) < 1e-4
 
@@ -75,8 +88,7 @@ def test_breastmnist_run_is_fully_tracked(make_cfg, mlflow_client, only_run, res
     spec = importlib.util.spec_from_file_location("medmnist_protocol", path)
     protocol = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(protocol)
-    experiment = mlflow_client.get_experiment(run.info.experiment_id).name
-    [row] = [line for line in protocol.report(mlflow_client.tracking_uri, experiment)
+    [row] = [line for line in protocol.report(mlflow_client.tracking_uri, experiment.name)
              .splitlines() if line.startswith("| breastmnist_resnet18")]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[:3] == ["breastmnist_resnet18 (init=pytorch)", "3", "1"]
@@ -136,6 +148,11 @@ def test_manifest_multilabel_and_ordinal_train(label_type, make_cfg, tmp_path, o
     frame = pd.read_csv(mlflow_client.download_artifacts(run.info.run_id, "predictions_test.csv",
                                                          str(tmp_path)))
     assert len(frame) == 12  # 20% of 60
+    # each prediction names its file (relative to the manifest's folder) and its true label
+    by_file = dict(row.split(",", 1) for row in rows[1:])
+    assert all((tmp_path / name).is_file() for name in frame["sample_id"])
+    if label_type == "ordinal":
+        assert [int(by_file[name]) for name in frame["sample_id"]] == frame["label"].tolist()
     expected = {"label_0", "label_1", "prob_0", "prob_1"} if label_type == "multilabel" else {
         "label", "prob_0", "prob_3"}
     assert expected <= set(frame.columns)
@@ -158,6 +175,44 @@ def test_transfer_from_a_run_then_ensemble_evaluation(make_cfg, mlflow_client, r
     ensembled = train(make_cfg("data=breastmnist", "model=ensemble", "trainer.max_epochs=0",
                                f"model.kwargs.members={members}"))
     assert ensembled["test/auc"] == pytest.approx(first["test/auc"], abs=1e-6)
+
+
+def test_selected_checkpoint_is_read_in_place_else_from_its_artifact(make_cfg, mlflow_client,
+                                                                   results_dir, tmp_path):
+    """run:<id> reads the run folder's best checkpoint; on a machine without that folder, the
+    artifact copy that tracking.log_checkpoint=true uploads, and without one a clear error."""
+    from medbench.errors import ConfigError
+    from medbench.tracking import Tracker
+
+    base = ("data=breastmnist", "model=lenet5", "trainer.max_epochs=1")
+    train(make_cfg(*base, "tracking.log_checkpoint=true"))
+    train(make_cfg(*base, "seed=1"))
+    ids = [e.experiment_id for e in mlflow_client.search_experiments()]
+    copied, alone = mlflow_client.search_runs(ids, order_by=["attributes.start_time ASC"])
+    runs_dir = results_dir / "runs"
+    tracker = Tracker(mlflow_client.tracking_uri, "unused")
+    local = tracker.selected_checkpoint(copied.info.run_id, tmp_path / "dl", runs_dir)
+    assert local == runs_dir / copied.info.run_id / "checkpoints" / "best-epoch000.ckpt"
+    content = local.read_bytes()
+    for run in (copied, alone):  # the folders are elsewhere: only the artifact is left
+        (runs_dir / run.info.run_id / "checkpoints" / "best-epoch000.ckpt").unlink()
+    fetched = tracker.selected_checkpoint(copied.info.run_id, tmp_path / "dl", runs_dir)
+    assert fetched.is_relative_to(tmp_path / "dl") and fetched.read_bytes() == content
+    with pytest.raises(ConfigError, match="has no selected checkpoint.*log_checkpoint=true"):
+        tracker.selected_checkpoint(alone.info.run_id, tmp_path / "dl", runs_dir)
+
+
+def test_existing_experiment_gets_the_model_training_kind(mlflow_client):
+    from medbench.tracking import Tracker
+
+    made = mlflow_client.create_experiment("made-elsewhere")  # before medbench set the tag
+    assert "mlflow.experimentKind" not in mlflow_client.get_experiment(made).tags
+    assert Tracker(mlflow_client.tracking_uri, "made-elsewhere").experiment_id() == made
+    tags = mlflow_client.get_experiment(made).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    chosen = mlflow_client.create_experiment("chosen", tags={"mlflow.experimentKind": "automl"})
+    Tracker(mlflow_client.tracking_uri, "chosen").experiment_id()
+    assert mlflow_client.get_experiment(chosen).tags["mlflow.experimentKind"] == "automl"
 
 
 @pytest.mark.parametrize("runner", ["deep_features", "deep_features_svm"])
@@ -200,3 +255,24 @@ def test_machine_tags_name_the_device_lightning_uses(monkeypatch):
     assert tags["machine.accelerator"] == "NVIDIA H200 (2 visible)"
     assert describe_machine(tags).startswith("NVIDIA H200 (2 visible); ")
     assert describe_machine({}) == "not recorded"  # a run logged before the tags existed
+
+
+def test_positive_class_by_name_swaps_sensitivity_and_specificity(make_cfg, capsys,
+                                                                  mlflow_client):
+    """BreastMNIST's label 1 is "normal, benign": data.positive_class=malignant makes the
+    malignant class the positive one; AUC and ACC do not move, sensitivity and specificity
+    swap, and the choice is printed and tagged."""
+    base = ("data=breastmnist", "model=lenet5", "debug=fast_dev_run", "seed=3")
+    default = train(make_cfg(*base))
+    malignant = train(make_cfg(*base, "data.positive_class=malignant"))
+    for key in ("test/auc", "test/acc"):
+        assert malignant[key] == pytest.approx(default[key], abs=1e-6)
+    assert malignant["test/sensitivity"] == pytest.approx(default["test/specificity"], abs=1e-6)
+    assert malignant["test/specificity"] == pytest.approx(default["test/sensitivity"], abs=1e-6)
+    runs = mlflow_client.search_runs([mlflow_client.get_experiment_by_name("debug").experiment_id],
+                                     order_by=["attributes.start_time ASC"])
+    assert [r.data.tags["data.positive_class"] for r in runs] == ["1", "0"]
+    assert [r.data.tags["data.positive_label"] for r in runs] == ["normal, benign", "malignant"]
+    print_summary(make_cfg(*base), [malignant], [runs[1].info.run_id])  # what a user reads
+    assert "positive class: 'malignant' (index 0" in capsys.readouterr().out
+

@@ -115,11 +115,17 @@ def test_pruned_trials_stop_early_and_end_killed(tune_args, results_dir):
         assert run.data.tags["optuna.state"] == trial.state.name
         assert run.info.status == ("KILLED" if trial.state == TrialState.PRUNED else "FINISHED")
         assert float(run.data.params["runner.optimizer.lr"]) == pytest.approx(trial.params["lr"])
+        # pruned or finished, a trial never resumes: only its selected checkpoint stays
+        # (none when pruned at its first epoch, before any checkpoint)
+        names = [p.name for p in (results_dir / "runs" / run.info.run_id).glob("*/*.ckpt")]
+        assert "last.ckpt" not in names and len(names) <= 1
+        if trial.state == TrialState.COMPLETE:
+            assert names == [run.data.tags["best_checkpoint"]]
 
 
 def test_tpe_improves_on_its_first_trial_and_exports_a_runnable_best(tune_args, results_dir):
     name = f"pytest-{os.getpid()}"
-    exported = REPO_ROOT / "experiments" / "tuned" / f"{name}.yaml"
+    exported = REPO_ROOT / "results" / "tuned" / f"{name}.yaml"  # the default results folder
     try:
         result = tune(tune_args("study.n_trials=8", f"study.name={name}", "study/pruner=none",
                                 "study.sampler.kwargs.n_startup_trials=3",
@@ -166,10 +172,12 @@ def test_tpe_improves_on_its_first_trial_and_exports_a_runnable_best(tune_args, 
 
 def test_failing_trial_is_recorded_and_the_study_goes_on(tune_args, results_dir):
     # densenet121 needs 29 px: at 28 px the trial raises; the grid covers both models once
-    tune(tune_args("study/sampler=grid", "study.name=fails", "study/pruner=none",
-                   "+search.params.model={type:categorical,choices:[densenet121,lenet5]}",
-                   "search.params.batch_size.choices=[128]", "~search.params.lr",
-                   "~search.params.weight_decay", epochs=1))
+    # (the space picks the model: a fixed model=lenet5 beside it would be refused)
+    args = tune_args("study/sampler=grid", "study.name=fails", "study/pruner=none",
+                     "+search.params.model={type:categorical,choices:[densenet121,lenet5]}",
+                     "search.params.batch_size.choices=[128]", "~search.params.lr",
+                     "~search.params.weight_decay", epochs=1)
+    tune([a for a in args if a != "model=lenet5"])
     study = load(results_dir, "fails")
     states = {t.params["model"]: t for t in study.trials}
     assert states["densenet121"].state == TrialState.FAIL
@@ -299,3 +307,20 @@ def test_two_workers_share_a_postgresql_study_exactly(tune_args, results_dir, po
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     _, trials = runs_of(results_dir, "trial")
     assert sorted(int(r.data.tags["optuna.trial"]) for r in trials) == [0, 1, 2, 3]
+
+
+def test_an_override_of_a_tuned_key_is_refused_until_the_space_drops_it(results_dir, capsys):
+    """`tune model=lenet5 search=small_cnn` would train whatever model the space samples: it is
+    refused in one line naming the parameter; dropping it from the space fixes LeNet-5."""
+    from medbench.cli import main
+    from medbench.tuning.driver import _check_space
+
+    assert main(["tune", "model=lenet5", "search=small_cnn",
+                 f"paths.results_dir={results_dir}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "'model=lenet5' sets what the search space tunes (search.params.model)" in err
+    assert len(err.splitlines()) == 1 and not list(results_dir.glob("studies/*"))
+    cfg = compose_config(["model=lenet5", "search=small_cnn", "~search.params.model"], "tune")
+    space = SearchSpace(OmegaConf.to_container(cfg.search.params))
+    assert "model" not in space.keys and cfg.model.name == "lenet5"
+    _check_space(["model=lenet5"], space)

@@ -89,7 +89,8 @@ def test_nifti_manifest_reads_volumes(tmp_path):
     rows = []
     for i in range(12):
         volume = rng.integers(0, 256, (6, 7, 8), dtype=np.uint8)
-        rows.append((_save(tmp_path, f"v{i}.nii.gz", volume, (2.0, 1.5, 1.0)), "ab"[i % 2],
+        # both classes in every split (a split of one class is refused: its AUC is undefined)
+        rows.append((_save(tmp_path, f"v{i}.nii.gz", volume, (2.0, 1.5, 1.0)), "ab"[i // 4 % 2],
                      ("train", "train", "val", "test")[i % 4]))
     manifest = _write_manifest(tmp_path, rows)
     array, spacing = read_volume(tmp_path / "v0.nii.gz")

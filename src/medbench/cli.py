@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 
 from medbench.errors import MedbenchError
+from medbench.uris import redact
 
 COMMANDS = {
     "train": "train one model: medbench train [hydra overrides], e.g. experiment=<name> seed=1"
@@ -17,9 +18,10 @@ COMMANDS = {
             "KILLED",
     "reproduce": "train surveyed methods and refresh the leaderboards: medbench reproduce "
                  "<id|section|table|all> [--seeds 0 1 2] [--quick]",
-    "leaderboard": "build the leaderboards from tracked runs: medbench leaderboard [--uri ...]",
-    "models": "list the registered models",
-    "datasets": "list the task families, data sources and MedMNIST 2D datasets",
+    "leaderboard": "build the leaderboards from tracked runs: medbench leaderboard [--uri ...] "
+                   "[--committed | --out DIR] [--all-configs]",
+    "models": "list the registered models: medbench models [--cost | <name> ...]",
+    "datasets": "list the data sources and which data is present under the data root",
 }
 
 
@@ -35,7 +37,7 @@ def _composed(command: Callable[[], int]) -> int:
     try:
         return command()
     except (HydraException, OmegaConfBaseException) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {redact(str(err))}", file=sys.stderr)
         return 2
 
 
@@ -52,13 +54,14 @@ def _train(overrides: list[str]) -> int:
             print(config_menu("train"))
             return 0
         if cfg_part:
-            print(composed_yaml(flags, cfg_part))
+            print(redact(composed_yaml(flags, cfg_part)))
             return 0
         for job in sweep(flags) if multirun else [flags]:
             if multirun:
-                print(f"multirun: {' '.join(job)}")
+                print(redact(f"multirun: {' '.join(job)}"))
             outcomes = train_repeats(compose_config(job), train_run)
-            print_summary(outcomes[0][0], [metrics for _, _, metrics in outcomes])
+            print_summary(outcomes[0][0], [metrics for _, _, metrics in outcomes],
+                          [run_id for _, run_id, _ in outcomes])
         return 0
 
     return _composed(run)
@@ -78,7 +81,7 @@ def _tune(overrides: list[str]) -> int:
             raise ConfigError("medbench tune takes no -m: the study is the sweep (search=<space>,"
                               " study.n_trials=<n>)")
         elif cfg_part:
-            print(composed_yaml(flags, cfg_part, command="tune"))
+            print(redact(composed_yaml(flags, cfg_part, command="tune")))
         else:
             print_study(tune(flags))
         return 0
@@ -114,9 +117,12 @@ def _runs(args: list[str]) -> int:
 
     from medbench.config import compose_config
     from medbench.tracking.liveness import mark_killed, orphaned_runs
+    from medbench.uris import reach
 
     def run() -> int:
-        client = MlflowClient(compose_config(options.overrides).tracking.uri)
+        tracking = compose_config(options.overrides).tracking
+        reach(tracking.uri, tracking.get("timeout_s", 5), tracking.get("retries", 2))
+        client = MlflowClient(tracking.uri)
         orphans = orphaned_runs(client)
         for orphan in orphans:
             mark_killed(client, orphan)
@@ -128,7 +134,8 @@ def _runs(args: list[str]) -> int:
     return _composed(run)
 
 
-def _reproduce(args: list[str]) -> int:
+def reproduce_parser() -> argparse.ArgumentParser:
+    """The flags of ``medbench reproduce`` (the README's examples are checked against it)."""
     parser = argparse.ArgumentParser(prog="medbench reproduce")
     parser.add_argument("selectors", nargs="+", metavar="id|section|table|all")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -137,7 +144,14 @@ def _reproduce(args: list[str]) -> int:
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="Hydra override for every run (repeatable)")
     parser.add_argument("--no-leaderboard", action="store_true")
-    options = parser.parse_args(args)
+    parser.add_argument("--committed", action="store_true",
+                        help="refresh the tables committed to git, <results>/leaderboards "
+                             "(default: <results>/leaderboards-local)")
+    return parser
+
+
+def _reproduce(args: list[str]) -> int:
+    options = reproduce_parser().parse_args(args)
 
     from medbench.catalog import catalog, select
     from medbench.config import compose_config
@@ -155,12 +169,11 @@ def _reproduce(args: list[str]) -> int:
         except TrainingError as err:  # the runs that finished still refresh the tables
             failure = err
         if not options.no_leaderboard:
-            from medbench.leaderboard.build import write_leaderboards
+            from medbench.leaderboard.command import leaderboard
 
             cfg = compose_config(options.override)
-            for path in write_leaderboards(cfg.tracking.uri, cfg.paths.results_dir,
-                                           quick=options.quick):
-                print(f"wrote {path}")
+            leaderboard(cfg.tracking.uri, cfg.paths.results_dir, committed=options.committed,
+                        quick=options.quick)
         if failure is not None:
             raise failure
         return 0
@@ -172,72 +185,41 @@ def _leaderboard(args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="medbench leaderboard")
     parser.add_argument("--uri", help="tracking URI (default: tracking.uri of the config, "
                         "or MLFLOW_TRACKING_URI)")
-    parser.add_argument("--out", help="output folder (default: <results>/leaderboards)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--out", help="output folder (default: <results>/leaderboards-local, "
+                       "your own tables, git-ignored)")
+    where.add_argument("--committed", action="store_true", help="rebuild the tables "
+                       "committed to git, <results>/leaderboards")
     parser.add_argument("--quick", action="store_true", help="tables of --quick runs only")
+    parser.add_argument("--all-configs", action="store_true", help="a row per configuration "
+                        "(default: a method's configuration with the most runs per dataset)")
     options = parser.parse_args(args)
 
     from medbench.config import compose_config
-    from medbench.leaderboard.build import write_leaderboards
+    from medbench.leaderboard.command import leaderboard
+    from medbench.uris import reach
 
     def run() -> int:
         cfg = compose_config([])
-        for path in write_leaderboards(options.uri or cfg.tracking.uri, cfg.paths.results_dir,
-                                       options.out, quick=options.quick):
-            print(f"wrote {path}")
+        reach(options.uri or cfg.tracking.uri, cfg.tracking.get("timeout_s", 5),
+              cfg.tracking.get("retries", 2), "--uri" if options.uri else "tracking.uri")
+        leaderboard(options.uri or cfg.tracking.uri, cfg.paths.results_dir, options.out,
+                    options.committed, options.quick, options.all_configs)
         return 0
 
     return _composed(run)
 
 
 def _models(args: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="medbench models")
-    parser.add_argument("--size", type=int, default=28,
-                        help="reference input side for MACs (raised to a model's minimum)")
-    parser.add_argument("--in-chans", type=int, default=1)
-    parser.add_argument("--num-classes", type=int, default=2)
-    options = parser.parse_args(args)
+    from medbench.listings.models import main as list_models
 
-    from rich.console import Console
-    from rich.table import Table
-
-    from medbench.data.base import DatasetInfo
-    from medbench.family import get_family
-    from medbench.models import MODELS, create_model
-    from medbench.models.profile import count_macs, count_parameters
-
-    table = Table("model", "architecture", "source", "family", "min input (px)", "params",
-                  "MACs", "at (px)", title=f"registered models ({options.in_chans} channel(s), "
-                  f"{options.num_classes} classes)")
-    for entry in MODELS:
-        meta = entry.meta
-        minimum = meta.get("min_input_size", 1)
-        size = max(options.size, minimum)
-        cost = ["members'", "members'", ""]  # a composite's cost is that of its members
-        family = get_family(meta.get("family", "classification"))
-        if not meta.get("composite"):
-            chans = options.in_chans * meta.get("views", 1)  # two-stream: a group per view
-            dims = meta.get("spatial_dims", 2)
-            info = DatasetInfo("example", family.name, options.num_classes, chans,
-                               spatial_dims=dims)  # the family sizes the output (boxes + classes)
-            model = create_model(entry.name, chans, family.num_outputs(info))
-            example = family.example_input(info, (chans, *(size,) * dims))
-            cost = [f"{count_parameters(model) / 1e6:.2f} M",
-                    f"{count_macs(model, example) / 1e6:.1f} M", str(size)]
-        table.add_row(entry.name, meta.get("architecture", ""), meta.get("source", ""),
-                      family.name, str(minimum), *cost)
-    Console(width=140).print(table)
-    return 0
+    return list_models(args)
 
 
-def _datasets(_: list[str]) -> int:
-    from medbench.data import DATAMODULES
-    from medbench.data.medmnist import flags_2d
-    from medbench.family import family_names
+def _datasets(args: list[str]) -> int:
+    from medbench.listings.datasets import main as list_datasets
 
-    print("task families:", ", ".join(family_names()))
-    print("data sources:", ", ".join(DATAMODULES.names()))
-    print("MedMNIST 2D flags (data=medmnist data.flag=<flag>):", ", ".join(flags_2d()))
-    return 0
+    return list_datasets(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args.overrides)
     except MedbenchError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {redact(str(err))}", file=sys.stderr)
         return 1
 
 

@@ -23,6 +23,9 @@ EXPERIMENT_GROUP = "experiment"
 # rather than in train.yaml because Hydra reads a search path from the primary config only, and
 # tune.yaml includes train.yaml. Plugins' config folders follow it.
 EXPERIMENTS_SOURCE = "medbench-experiments://experiments"
+# what `medbench tune` exports (study.export_dir) is served as experiment=tuned/<study> too,
+# so a study never writes into the source tree (experiments/tuned holds the committed ones)
+TUNED_SOURCE = "medbench-tuned://results/tuned"
 
 
 def config_dir() -> Path:
@@ -43,6 +46,8 @@ class ExperimentsConfigSource(ConfigSource):
     ``experiments/survey/<id>.yaml``. Relative paths are taken from the repository root.
     """
 
+    group = EXPERIMENT_GROUP  # the config group the folder is served as
+
     @staticmethod
     def scheme() -> str:
         return "medbench-experiments"
@@ -51,10 +56,12 @@ class ExperimentsConfigSource(ConfigSource):
         super().__init__(provider=provider, path=path)
         folder = Path(self.path)
         self.folder = folder if folder.is_absolute() else REPO_ROOT / folder
+        parts = self.group.split("/")
+        self.parents = ["/".join(parts[:i]) for i in range(len(parts))]  # "", "experiment", ...
 
     def _full(self, config_path: str) -> Path | None:
-        if config_path == EXPERIMENT_GROUP or config_path.startswith(EXPERIMENT_GROUP + "/"):
-            return self.folder / config_path[len(EXPERIMENT_GROUP):].lstrip("/")
+        if config_path == self.group or config_path.startswith(self.group + "/"):
+            return self.folder / config_path[len(self.group):].lstrip("/")
         return None
 
     def load_config(self, config_path: str) -> ConfigResult:
@@ -73,7 +80,7 @@ class ExperimentsConfigSource(ConfigSource):
         return self.folder.is_dir()
 
     def is_group(self, config_path: str) -> bool:
-        if config_path == "":
+        if config_path in self.parents:
             return self.available()
         full = self._full(config_path)
         return full is not None and full.is_dir()
@@ -83,8 +90,9 @@ class ExperimentsConfigSource(ConfigSource):
         return full is not None and full.is_file()
 
     def list(self, config_path: str, results_filter: ObjectType | None) -> list[str]:
-        if config_path == "":
-            names = [EXPERIMENT_GROUP] if self.available() else []
+        if config_path in self.parents:  # the next level of the group's own path
+            child = self.group.split("/")[len(config_path.split("/")) if config_path else 0]
+            names = [child] if self.available() else []
             return names if results_filter in (None, ObjectType.GROUP) else []
         full = self._full(config_path)
         files: list[str] = []
@@ -94,10 +102,21 @@ class ExperimentsConfigSource(ConfigSource):
         return sorted(set(files))
 
 
+class TunedConfigSource(ExperimentsConfigSource):
+    """Serves ``results/tuned/`` (what ``medbench tune`` exports) as ``experiment=tuned/...``."""
+
+    group = f"{EXPERIMENT_GROUP}/tuned"
+
+    @staticmethod
+    def scheme() -> str:
+        return "medbench-tuned"
+
+
 def _register() -> None:
     from hydra._internal.sources_registry import SourcesRegistry
 
     SourcesRegistry.instance().register(ExperimentsConfigSource)
+    SourcesRegistry.instance().register(TunedConfigSource)
     if not OmegaConf.has_resolver("repo_root"):
         OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT))
 
@@ -110,7 +129,8 @@ def _hydra_session() -> Iterator[str]:
 
     _register()
     load_plugins()
-    search = ",".join([EXPERIMENTS_SOURCE, *(path.as_uri() for path in CONFIG_DIRS)])
+    tuned = [TUNED_SOURCE] if (REPO_ROOT / "results" / "tuned").is_dir() else []
+    search = ",".join([EXPERIMENTS_SOURCE, *tuned, *(path.as_uri() for path in CONFIG_DIRS)])
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         yield f"hydra.searchpath=[{search}]"

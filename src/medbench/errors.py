@@ -19,3 +19,7 @@ class TrainingError(MedbenchError):
 
 class RunStopped(Exception):
     """Raised to end a run early on purpose (a pruned trial): the MLflow run ends KILLED."""
+
+
+class TrackingError(MedbenchError):
+    """The tracking store cannot be reached (a server that refuses or does not answer)."""

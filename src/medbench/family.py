@@ -150,7 +150,9 @@ class Family:
 
     def write_test_outputs(self, predictions: Mapping[str, Any], info: DatasetInfo,
                            folder: Path) -> list[Path]:
-        """Files of a test outcome (the per-sample file the leaderboard reads, plots)."""
+        """Files of a test outcome (the per-sample file the leaderboard reads, plots).
+        ``predictions`` hold per test item its ``index``, its ``sample_id`` (file path or
+        index; written last, as text) and the family's own keys."""
         raise NotImplementedError
 
 

@@ -26,6 +26,9 @@ RUNNER_OF_OLD_TASK = {"classification": "lightning", "deep_features": "deep_feat
 OLD_TASK_OF_RUNNER = {"lightning": "classification", "deep_features": "deep_features",
                       "deep_features_svm": "deep_features_svm"}
 
+# the progress bar showing the loss and monitored metric hashes as Lightning's plain one before
+METRICS_BAR = "medbench.tasks.progress.MetricsProgressBar"
+
 _GROUP = re.compile(r"^(?P<prefix>[+~]*)task(?P<rest>([./@].*)?)=(?P<value>.*)$")
 _LABEL_TYPE = re.compile(r"^(?P<prefix>[+~]*)data\.task=")
 
@@ -73,4 +76,8 @@ def hash_layout(values: dict[str, Any]) -> dict[str, Any]:
     data = values.get("data")
     if isinstance(data, dict) and "label_type" in data:
         data["task"] = data.pop("label_type")
+    callbacks = values.get("callbacks")
+    bar = callbacks.get("progress_bar") if isinstance(callbacks, dict) else None
+    if isinstance(bar, dict) and bar.get("_target_") == METRICS_BAR:  # display only
+        callbacks["progress_bar"] = {"_target_": "lightning.pytorch.callbacks.RichProgressBar"}
     return values

@@ -18,13 +18,16 @@ BOOKKEEPING = ("seed", "seeds", "resume", "paths", "tracking", "name", "choices"
                "budget", "verbose",
                "data.root", "data.download", "survey", "reference", "tuned",
                "trainer.enable_progress_bar", "trainer.enable_model_summary",
+               "callbacks.progress_bar.metrics",  # what the bar shows
                # a second reader's masks: the reference of another row (runner=observer)
                "data.observer_values", "data.splits.train.observer", "data.splits.val.observer",
-               "data.splits.test.observer")
+               "data.splits.test.observer",
+               # what a checkpoint file stores, not which one is selected
+               "callbacks.model_checkpoint.save_weights_only")
 # Options added after runs were tracked, with their default: a run on the default hashes as
 # it did before the option existed, so adding an option does not split leaderboard rows.
 ADDED_DEFAULTS = {"model.init": "library", "data.family": "classification", "ensemble": None,
-                  "data.channels": None}
+                  "data.channels": None, "data.positive_class": None, "data.classes": None}
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -40,7 +40,7 @@ def reproduce(entries: list[CatalogEntry], seeds: list[int], overrides: list[str
             try:
                 cfg = _config(entry.id, seed, extra, train)
                 columns = family_of(cfg).leaderboard.columns
-                run_id, metrics = train(cfg)
+                run_id, metrics = train(cfg, tags={})
             except Exception as err:  # noqa: BLE001 - one failed run must not stop the sweep
                 failed.append(f"{entry.id} seed {seed}")
                 log(f"{entry.section} {entry.id} seed {seed}: FAILED "

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from medbench.config import REPO_ROOT
+from medbench.console import console
 from medbench.data import DATAMODULES, SplitDataModule
 from medbench.errors import ConfigError, DataError
 from medbench.family import Family, family_of
@@ -25,7 +26,9 @@ from medbench.provenance import machine_tags
 from medbench.repeats import config_hash
 from medbench.tasks.runner import RunContext, RunOutcome
 from medbench.tracking import Tracker, flatten, git_commit, is_rank_zero
+from medbench.tracking.checkpoints import resume_state_dropped
 from medbench.tracking.liveness import resumable_run
+from medbench.uris import redact_config
 
 
 def build_datamodule(cfg: DictConfig) -> SplitDataModule:
@@ -54,7 +57,8 @@ def build_model(cfg: DictConfig, family: Family, datamodule: SplitDataModule,
     if pretrained and str(pretrained).startswith("run:"):
         if tracker is None or run_dir is None:
             raise ConfigError("model.pretrained_path=run:<id> needs a tracking store")
-        pretrained = tracker.selected_checkpoint(str(pretrained)[4:], run_dir / "pretrained")
+        pretrained = tracker.selected_checkpoint(str(pretrained)[4:], run_dir / "pretrained",
+                                                 run_dir.parent)
     kwargs = OmegaConf.to_container(cfg.model.kwargs, resolve=True)
     for i, member in enumerate(kwargs.get("members") or []):  # ensembles of tracked runs
         if str(member.get("checkpoint", "")).startswith("run:"):
@@ -62,7 +66,7 @@ def build_model(cfg: DictConfig, family: Family, datamodule: SplitDataModule,
                 raise ConfigError("model.kwargs.members: checkpoint run:<id> needs a tracking "
                                   "store")
             member["checkpoint"] = str(tracker.selected_checkpoint(
-                member["checkpoint"][4:], run_dir / "members" / str(i)))
+                member["checkpoint"][4:], run_dir / "members" / str(i), run_dir.parent))
     if cfg.model.in_chans not in (None, datamodule.model_in_chans):
         raise DataError(
             f"model.in_chans={cfg.model.in_chans} but {info.name} images have "
@@ -125,8 +129,16 @@ def train_run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = (),
     """:func:`train`, also returning the MLflow run id (None on DDP ranks other than 0).
 
     ``callbacks`` join the config's Lightning callbacks; ``tags`` join the run's tags (a tuning
-    trial passes its pruning callback, its study and its parent run).
+    trial passes its pruning callback, its study and its parent run). The libraries' notes
+    print only with ``verbose=true`` (:mod:`medbench.console`).
     """
+    with console(bool(cfg.get("verbose"))):
+        return _tracked_run(cfg, callbacks, tags, run_name)
+
+
+def _tracked_run(cfg: DictConfig, callbacks: Sequence[pl.Callback],
+                 tags: Mapping[str, str] | None,
+                 run_name: str | None) -> tuple[str | None, dict[str, float]]:
     family = family_of(cfg)
     family.monitor_mode(cfg.monitor)
     family.check_runner(cfg.runner.name)
@@ -136,7 +148,8 @@ def train_run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = (),
                           f"{survey.get('not_runnable')}")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment_name, cfg.tracking.artifact_root,
-                      active=is_rank_zero())
+                      active=is_rank_zero(), timeout_s=cfg.tracking.get("timeout_s", 5),
+                      retries=cfg.tracking.get("retries", 2))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     fold = (cfg.get("cv") or {}).get("fold")
     run_name = run_name or (f"{cfg.model.name}-{dataset_name(cfg)}-s{cfg.seed}"
@@ -147,11 +160,13 @@ def train_run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = (),
         resume = resumable_run(tracker.client, tracker.experiment_id(), str(cfg.resume),
                                runs_dir, resolved)
     tags = {**run_tags(cfg, family), **(tags or {})}
-    with tracker.run(flatten(resolved), tags, run_name, resume):
+    keep_last = bool(cfg.tracking.get("keep_last_checkpoint", False))
+    with (resume_state_dropped(tracker, runs_dir, keep_last),
+          tracker.run(flatten(resolved), tags, run_name, resume)):
         run_dir = runs_dir / (tracker.run_id or f"rank-{os.getpid()}")
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
-            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(redact_config(resolved)))
             tracker.log_artifact(run_dir / "config.yaml")
         datamodule = build_datamodule(cfg)
         datamodule.setup()
@@ -175,6 +190,8 @@ def _log_outcome(tracker: Tracker, cfg: DictConfig, outcome: RunOutcome, run_dir
         folder = path.parent.relative_to(run_dir) if path.parent != run_dir else None
         tracker.log_artifact(path, None if folder is None else str(folder))
     timings = {"time/test_ms_per_image": 1000 * outcome.test_seconds / outcome.n_test_items}
+    if outcome.infer_seconds is not None:  # the model alone: no loading, no metrics
+        timings["time/infer_ms_per_image"] = 1000 * outcome.infer_seconds / outcome.n_test_items
     if outcome.fit_seconds is not None:
         timings["time/fit_s"] = outcome.fit_seconds
     tracker.log_metrics(timings)

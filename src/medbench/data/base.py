@@ -8,7 +8,7 @@ predictions), plus any extras a source adds.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import lightning.pytorch as pl
@@ -44,6 +44,25 @@ class DatasetInfo:
     rank_metric: str | None = None
     # optional metric groups the family adds for this data (classification: per_class, jkappa)
     extra_metrics: tuple[str, ...] = ()
+    # binary labels: the index of the class sensitivity, precision and F1 take as positive
+    positive_class: int | None = None
+
+
+def positive_index(info: DatasetInfo, wanted: str | int | None) -> int:
+    """``data.positive_class`` (a label name or index; default 1, MedMNIST's convention) as an
+    index of ``info``'s binary labels."""
+    if info.label_type != "binary":
+        raise ConfigError(f"data.positive_class: {info.name} has {info.label_type} labels; a "
+                          f"positive class applies to binary labels only")
+    names = list(info.label_names) or ["0", "1"]
+    if wanted is None:
+        return 1
+    if str(wanted) in names:
+        return names.index(str(wanted))
+    if str(wanted) in ("0", "1"):
+        return int(wanted)
+    raise ConfigError(f"data.positive_class: '{wanted}' is neither a label of {info.name} "
+                      f"({', '.join(repr(n) for n in names)}) nor an index 0 or 1")
 
 
 class SplitDataModule(pl.LightningDataModule):
@@ -66,6 +85,7 @@ class SplitDataModule(pl.LightningDataModule):
         resize: int | list[int] | None = None,
         seed: int = 0,
         cv: dict[str, Any] | None = None,
+        positive_class: str | int | None = None,
     ) -> None:
         super().__init__()
         if sampler not in (None, "weighted"):
@@ -79,6 +99,7 @@ class SplitDataModule(pl.LightningDataModule):
         self.resize = resize
         self.seed = seed
         self.cv = _checked_cv(cv or {})
+        self.positive_class = positive_class
         self.splits: dict[str, tuple[ImageSource, Any]] = {}
 
     # -- to implement ---------------------------------------------------------------------
@@ -134,6 +155,9 @@ class SplitDataModule(pl.LightningDataModule):
         if self.cv.get("folds"):
             splits = self._cross_validation_splits(splits)
         self.splits = splits
+        if self.info.label_type == "binary" or self.positive_class is not None:
+            self.info = replace(self.info, positive_class=positive_index(self.info,
+                                                                         self.positive_class))
 
     def _cross_validation_splits(self, splits: dict) -> dict:
         """Train and val pooled and re-split: fold ``cv.fold`` validates, the rest trains; the
@@ -186,12 +210,17 @@ class SplitDataModule(pl.LightningDataModule):
         self.setup()
         out: dict[str, Any] = {k: v for k, v in asdict(self.info).items()
                                if k != "label_names" and v is not None}
+        if self.info.positive_class is not None:  # its name too: the summary prints it
+            out["positive_label"] = (list(self.info.label_names)
+                                     or ["0", "1"])[self.info.positive_class]
         out["shape"] = list(self.input_shape)
         for split in SPLITS:
             targets = self.splits[split][1]
             out[f"n_{split}"] = len(targets)
             for key, value in self.target_kind.summary(targets).items():
                 out[f"{key}_{split}"] = value
+        source, targets = self.splits["test"]  # folds and seeds share it: the row's test set
+        out["fingerprint_test"] = self.target_kind.fingerprint(source.sample_ids(), targets)
         return out
 
     def max_pixel_value(self) -> float:

@@ -159,7 +159,8 @@ class BoxDataModule(SplitDataModule):
         out = {}
         for split in SPLITS:
             self.records[split] = self._records(split)
-            out[split] = (FileSource([r.image for r in self.records[split]], self.in_chans),
+            out[split] = (FileSource([r.image for r in self.records[split]], self.in_chans,
+                                       self.root),
                           [{"boxes": r.boxes, "labels": r.labels} for r in self.records[split]])
         return out
 

@@ -22,7 +22,7 @@ from medbench.data.base import SPLITS, DatasetInfo, SplitDataModule
 from medbench.data.mask_files import describe, natural, read_pixels
 from medbench.data.patches import ListSource, PatchDataset
 from medbench.data.registry import register_datamodule
-from medbench.data.sources import ImageSource
+from medbench.data.sources import ImageSource, file_ids
 from medbench.data.targets import Masks
 from medbench.errors import ConfigError, DataError
 
@@ -207,7 +207,8 @@ class ImageMaskDataModule(SplitDataModule):
             kept = pairs[split][:self.max_images.get(split) or None]
             self.files[split] = [image for image, _, _ in kept]
             images, targets = zip(*(self._load(*pair) for pair in kept), strict=True)
-            out[split] = (ListSource(list(images)), list(targets))
+            out[split] = (ListSource(list(images), file_ids(self.files[split], self.root)),
+                          list(targets))
             if self.split_specs.get(split, {}).get("observer"):
                 self.observers[split] = [self._observer(split, image, target["mask"].shape)
                                          for image, target in zip(self.files[split], targets,

@@ -95,7 +95,7 @@ class OneBoxDataModule(BoxDataModule):
                      "%d kept", self.info.name, split, counts["one"], "/".join(self.objects),
                      counts["several"], self.several, counts["empty"], self.empty, len(kept))
             self.records[split] = [r for r, _ in kept]
-            out[split] = (FileSource([r.image for r, _ in kept], self.in_chans),
+            out[split] = (FileSource([r.image for r, _ in kept], self.in_chans, self.root),
                           [t for _, t in kept])
         return out
 

@@ -11,6 +11,7 @@ from typing import ClassVar
 import numpy as np
 
 from medbench.data.base import DatasetInfo, SplitDataModule
+from medbench.data.label_checks import checked_label_array
 from medbench.data.registry import register_datamodule
 from medbench.data.sources import ArraySource
 from medbench.errors import ConfigError, DataError
@@ -146,5 +147,7 @@ class MedMNISTDataModule(SplitDataModule):
                 )
             if len(images) != len(labels):
                 raise DataError(f"{path}: {len(images)} {split} images but {len(labels)} labels")
+            labels = checked_label_array(labels, self.info.label_type, self.info.num_classes,
+                                         f"{path} {split}")
             splits[split] = (ArraySource(images, dims), labels)
         return splits

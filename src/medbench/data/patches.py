@@ -17,8 +17,11 @@ from medbench.data.targets import TargetKind
 class ListSource(ImageSource):
     """Images held in a list of (*spatial, C) arrays (sizes may differ between items)."""
 
-    def __init__(self, images: list[np.ndarray]) -> None:
-        self.images = images
+    def __init__(self, images: list[np.ndarray], ids: list[str] | None = None) -> None:
+        self.images, self.ids = images, ids
+
+    def sample_ids(self) -> list[str]:
+        return self.ids if self.ids is not None else super().sample_ids()
 
     def __len__(self) -> int:
         return len(self.images)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,18 @@ class ImageSource:
 
     def __getitem__(self, index: int) -> np.ndarray:
         raise NotImplementedError
+
+    def sample_ids(self) -> list[str]:
+        """A stable id per image, written beside each per-sample prediction: its file path
+        for files (relative to the data's root), its index for arrays."""
+        return [str(i) for i in range(len(self))]
+
+
+def file_ids(paths: list[Path], root: Path | None) -> list[str]:
+    """Sample ids of files: paths relative to ``root`` where they lie under it."""
+    base = root.resolve() if root is not None else None
+    return [str(Path(p).resolve().relative_to(base)) if base is not None
+            and Path(p).resolve().is_relative_to(base) else str(p) for p in paths]
 
 
 class ArraySource(ImageSource):
@@ -47,6 +60,10 @@ class PooledSource(ImageSource):
     def __getitem__(self, index: int) -> np.ndarray:
         source, item = self.picks[index]
         return self.sources[source][int(item)]
+
+    def sample_ids(self) -> list[str]:
+        ids = [source.sample_ids() for source in self.sources]
+        return [ids[source][int(item)] for source, item in self.picks]
 
 
 class ItemDataset(Dataset):

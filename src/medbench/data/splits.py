@@ -5,28 +5,38 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from medbench.errors import ConfigError, DataError
+
 
 def _hold_out(labels: np.ndarray, groups: np.ndarray | None, fraction: float,
-              seed: int) -> np.ndarray:
-    """Boolean mask of about ``fraction`` of the samples, stratified, never splitting a group."""
+              seed: int, key: str = "data.test_fraction") -> np.ndarray:
+    """Boolean mask of about ``fraction`` of the samples, stratified, never splitting a group
+    (above one half: the complement of a fold, so 0.7 holds out about 0.7, not 0.5)."""
+    if fraction > 0.5:
+        return ~_hold_out(labels, groups, 1 - fraction, seed, key)
     n_splits = max(2, round(1 / fraction))
-    index = np.zeros(len(labels))
-    if groups is None:
-        folds = StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(index, labels)
-    else:
-        folds = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed).split(
-            index, labels, groups
-        )
-    _, held = next(iter(folds))
-    mask = np.zeros(len(labels), dtype=bool)
-    mask[held] = True
-    return mask
+    return _fold_mask(labels, groups, n_splits, 0, seed,
+                      f"{key}={fraction:g}: cannot hold out that share of")
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Each fraction in (0, 1) and their sum below 1 (the rest trains)."""
+    for key, value in (("data.val_fraction", val_fraction),
+                       ("data.test_fraction", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise ConfigError(f"{key}: expected a fraction between 0 and 1 (both excluded), "
+                              f"got {value!r}")
+    if val_fraction + test_fraction >= 1:
+        raise ConfigError(f"data.val_fraction + data.test_fraction = "
+                          f"{val_fraction + test_fraction:g}: expected below 1 (the rest "
+                          "trains)")
 
 
 def assign_splits(labels: np.ndarray, groups: np.ndarray | None = None,
                   val_fraction: float = 0.1, test_fraction: float = 0.2,
                   seed: int = 0) -> np.ndarray:
     """Return an array of 'train' / 'val' / 'test', one per sample."""
+    check_fractions(val_fraction, test_fraction)
     labels = np.asarray(labels)
     strata = labels if labels.ndim == 1 else labels.argmax(axis=1)
     out = np.full(len(strata), "train", dtype=object)
@@ -34,7 +44,7 @@ def assign_splits(labels: np.ndarray, groups: np.ndarray | None = None,
     out[test] = "test"
     rest = np.flatnonzero(~test)
     val = _hold_out(strata[rest], None if groups is None else groups[rest],
-                    val_fraction / (1 - test_fraction), seed)
+                    val_fraction / (1 - test_fraction), seed, "data.val_fraction")
     out[rest[val]] = "val"
     return out
 
@@ -45,13 +55,27 @@ def cross_validation_fold(labels: np.ndarray, groups: np.ndarray | None, folds: 
     patient when ``groups`` is given, so no patient is on both sides)."""
     labels = np.asarray(labels)
     strata = labels if labels.ndim == 1 else labels.argmax(axis=1)
+    return _fold_mask(strata, groups, folds, fold, seed,
+                      f"cv.folds={folds}: cannot make that many folds of")
+
+
+def _fold_mask(strata: np.ndarray, groups: np.ndarray | None, folds: int, fold: int,
+               seed: int, cannot: str) -> np.ndarray:
+    """Boolean mask of fold ``fold`` of ``folds`` stratified (and grouped) folds; scikit-learn
+    refusing the split (too few samples or patients) is one line starting ``cannot``."""
     index = np.zeros(len(strata))
-    if groups is None:
-        splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(index, strata)
-    else:
-        splits = StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(
-            index, strata, groups)
-    _, held = list(splits)[fold]
+    try:
+        if groups is None:
+            splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(index,
+                                                                                   strata)
+        else:
+            splits = StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(
+                index, strata, groups)
+        held = next(held for k, (_, held) in enumerate(splits) if k == fold)
+    except ValueError as err:
+        what = f"{len(strata)} images" + ("" if groups is None else
+                                          f" of {len(set(groups))} patients")
+        raise DataError(f"{cannot} {what} ({err})") from None
     mask = np.zeros(len(strata), dtype=bool)
     mask[held] = True
     return mask

@@ -9,6 +9,7 @@ collates a batch.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
+from medbench.data.label_checks import checked_label_array
 from medbench.errors import DataError
 
 LABEL_TYPES = ("binary", "multiclass", "multilabel", "ordinal")
@@ -42,6 +44,16 @@ class TargetKind:
         """Fingerprint of one split's targets, logged with the run (``data.*`` tags)."""
         counts = self.counts(targets)
         return {} if counts is None else {"class_counts": counts.tolist()}
+
+    def fingerprint(self, ids: Sequence[str], targets: Any) -> str:
+        """16 hex digits of a split's content: its items' ids (file paths relative to the
+        data's root, array indices) and targets, in order; equal wherever the data are equal
+        (the leaderboard keys rows by the test split's, tag ``data.fingerprint_test``)."""
+        digest = hashlib.sha256()
+        for item in ids:
+            digest.update(str(item).encode() + b"\0")
+        _feed(digest, targets)
+        return digest.hexdigest()[:16]
 
     def compose_options(self) -> dict[str, Any]:
         """Keyword arguments of ``albumentations.Compose`` (e.g. ``bbox_params``)."""
@@ -71,20 +83,9 @@ class ClassLabels(TargetKind):
         self.label_type, self.num_classes = label_type, num_classes
 
     def validate(self, targets: Any, where: str) -> np.ndarray:
-        labels = np.asarray(targets)
-        if self.label_type == "multilabel":
-            if labels.ndim != 2 or labels.shape[1] != self.num_classes:
-                raise DataError(f"{where} labels have shape {labels.shape}, expected "
-                                f"(N, {self.num_classes}) for multi-label")
-            if not np.isin(labels, (0, 1)).all():
-                raise DataError(f"{where} multi-label targets must be 0 or 1")
-            return labels.astype(np.float32)
-        labels = labels.reshape(-1)
-        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise DataError(
-                f"{where} labels span [{labels.min()}, {labels.max()}] but the dataset declares "
-                f"{self.num_classes} classes (expected 0..{self.num_classes - 1})")
-        return labels.astype(np.int64)
+        """Whole indices in range (multi-label: 0/1 rows); NaN, fractions and extra columns
+        are one-line errors (``data/label_checks.py``)."""
+        return checked_label_array(targets, self.label_type, self.num_classes, where)
 
     def strata(self, targets: np.ndarray) -> np.ndarray:
         return targets if targets.ndim == 1 else targets.argmax(axis=1)
@@ -175,6 +176,25 @@ class Boxes(TargetKind):
         return {"image": _stack_or_list([item["image"] for item in batch]),
                 "target": [item["target"] for item in batch],
                 "index": torch.as_tensor([item["index"] for item in batch])}
+
+
+def _feed(digest: Any, value: Any) -> None:
+    """Adds ``value`` (arrays, dicts, sequences, scalars) to ``digest``, type and shape too."""
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        array = np.ascontiguousarray(np.asarray(value))
+        digest.update(f"{array.dtype.str}{array.shape}".encode() + array.tobytes())
+    elif isinstance(value, dict):
+        for key in sorted(value, key=str):
+            digest.update(f"{key}:".encode())
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"[{len(value)}]".encode())
+        for item in value:
+            _feed(digest, item)
+    elif value is None or isinstance(value, (str, int, float, bool, np.generic)):
+        digest.update(repr(value).encode())
+    else:  # an object without a stable content: its type (never its address)
+        digest.update(type(value).__name__.encode())
 
 
 def _stack_or_list(images: Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:

@@ -14,7 +14,7 @@ import numpy as np
 from medbench.data import volume_transforms  # noqa: F401  (registers the 3D pipeline)
 from medbench.data.files import CSVManifestDataModule
 from medbench.data.registry import register_datamodule
-from medbench.data.sources import ImageSource
+from medbench.data.sources import ImageSource, file_ids
 from medbench.errors import DataError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -64,8 +64,11 @@ def _checked(path: Path, shape: tuple[int, ...], in_chans: int) -> tuple[int, ..
 class VolumeSource(ImageSource):
     """NIfTI volumes read on access as (D, H, W, C) arrays (the file's axis order)."""
 
-    def __init__(self, paths: list[Path], in_chans: int = 1) -> None:
-        self.paths, self.in_chans = paths, in_chans
+    def __init__(self, paths: list[Path], in_chans: int = 1, root: Path | None = None) -> None:
+        self.paths, self.in_chans, self.root = paths, in_chans, root
+
+    def sample_ids(self) -> list[str]:
+        return file_ids(self.paths, self.root)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -89,17 +92,17 @@ class NiftiManifestDataModule(CSVManifestDataModule):
 
     def read_records(self) -> list[dict[str, str]]:
         rows = super().read_records()
-        for line, row in enumerate(rows, start=2):
+        for row in rows:
             if not (row.get("label") or "").strip():
-                raise DataError(f"{self.manifest}:{line}: no label for {row['path']} "
+                raise DataError(f"{row['where']}: no label for {row['path']} "
                                 "(expected a class name in the label column)")
             if not row["path"].endswith(NIFTI_SUFFIXES):
-                raise DataError(f"{self.manifest}:{line}: {row['path']} is not a NIfTI file "
+                raise DataError(f"{row['where']}: {row['path']} is not a NIfTI file "
                                 f"(expected {' or '.join(NIFTI_SUFFIXES)})")
         return rows
 
     def file_source(self, paths: list[Path]) -> VolumeSource:
-        return VolumeSource(paths, self.in_chans)
+        return VolumeSource(paths, self.in_chans, self.root)
 
     def check_shapes(self, paths: np.ndarray) -> None:
         """Every header has 3 spatial axes, ``in_chans`` channels and the first one's shape."""

@@ -1,11 +1,14 @@
 """Tracked runs -> leaderboard tables: one row per family, method and dataset, with statistics.
 
 Runs of one configuration (same ``medbench.config_hash``: its seeds and folds) form a row; a
-rerun of one seed and fold replaces the earlier run. A method tracked under several
-configurations shows the one with the most runs (ties: the latest), never the best-scoring
-one; the others are named in the table's notes. Each family's leaderboard schema (declared
-with the family, read through ``medbench.family``) gives its columns, the direction rows rank
-in, its per-sample file and its paired test; this module names no family.
+rerun of one seed and fold replaces the earlier run. A row's dataset is the data its runs
+tested on (name and test-split fingerprint), and evaluation-only runs are a method apart
+(:mod:`medbench.leaderboard.keys`). A method tracked under several configurations on one
+dataset shows the one with the most runs (ties: the latest), never the best-scoring one; the
+others are named in the table's notes (``all_configs``: a row each). Each family's
+leaderboard schema (declared with the family, read through ``medbench.family``) gives its
+columns, the direction rows rank in, its per-sample file and its paired test; this module
+names no family.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pandas as pd
 from medbench.catalog import SURVEY_TABLES, CatalogEntry, catalog
 from medbench.family import Family, family_names, get_family
 from medbench.leaderboard.collect import COST, collect_runs
+from medbench.leaderboard.keys import evaluation_only, keyed
 from medbench.leaderboard.predictions import PredictionStore
 from medbench.leaderboard.ranks import part_of, rank_metric, rank_notes
 from medbench.leaderboard.stats import mean_ci
@@ -70,13 +74,15 @@ def with_source_training(runs: pd.DataFrame) -> pd.DataFrame:
                                          for r in runs.run_id]})
 
 
-def aggregate(runs: pd.DataFrame, metrics: list[str]
+def aggregate(runs: pd.DataFrame, metrics: list[str], all_configs: bool = False
               ) -> tuple[pd.DataFrame, dict[tuple[str, ...], list[str]], list[str]]:
-    """Rows (family, method, dataset) of the chosen configuration with ``metrics``' statistics,
-    the run ids behind each row, and notes naming configurations left out."""
+    """Rows (family, method, dataset) of the chosen configuration (``all_configs``: of each)
+    with ``metrics``' statistics, the run ids behind each row, and notes naming
+    configurations left out."""
     if runs.empty:
         return pd.DataFrame(columns=[*KEYS, "survey_id"]), {}, []
-    runs = runs.assign(method=method_of(runs)).astype({"method": object, "dataset": object})
+    runs = keyed(runs.assign(method=method_of(runs)), all_configs).astype(
+        {"method": object, "dataset": object})
     # a rerun of the same configuration, seed and fold replaces the earlier run
     runs = runs.sort_values("start_time", kind="stable").drop_duplicates(
         [*KEYS, "medbench.config_hash", "seed", "cv.fold"], keep="last")
@@ -100,10 +106,11 @@ def aggregate(runs: pd.DataFrame, metrics: list[str]
         rank_metric=("data.rank_metric", "last"),
         **{name: (column, how) for name, column, how in (
             ("params", "model/params", "last"), ("macs", "model/macs", "last"),
-            ("train_s", "time/fit_s", "median"), ("infer_ms", "time/test_ms_per_image", "median"))
+            ("train_s", "time/fit_s", "median"), ("infer_ms", "time/test_ms_per_image", "median"),
+            ("infer_model_ms", "time/infer_ms_per_image", "median"))
            if column in picked})
     members = grouped["run_id"].agg(list).to_dict()
-    for column in ("params", "macs", "train_s", "infer_ms"):
+    for column in ("params", "macs", "train_s", "infer_ms", "infer_model_ms"):
         if column not in rows:
             rows[column] = np.nan
     rows["tuning"] = grouped.apply(_tuning, include_groups=False)
@@ -178,22 +185,23 @@ def _key(row: pd.Series) -> tuple[str, ...]:
     return tuple(row[k] for k in KEYS)
 
 
-def build_tables(uri: str, quick: bool = False,
-                 entries: list[CatalogEntry] | None = None) -> list[LeaderboardTable]:
+def build_tables(uri: str, quick: bool = False, entries: list[CatalogEntry] | None = None,
+                 all_configs: bool = False) -> list[LeaderboardTable]:
     """The survey's tables (5 to 15) and a table of every tracked method, from ``uri``.
-    ``quick``: only runs of ``medbench reproduce --quick``; otherwise those are left out."""
+    ``quick``: only runs of ``medbench reproduce --quick``; otherwise those are left out.
+    ``all_configs``: a row per configuration (default: per method and dataset)."""
     known = families()
     metrics = list(dict.fromkeys(c for f in known.values() for c in (
         *f.leaderboard.columns, *f.leaderboard.rank_choices)))
     every = collect_runs(uri, (*(f"test/{m}" for m in metrics), *COST))
-    runs = with_source_training(every)
+    runs = with_source_training(every.assign(evaluated=evaluation_only(every)))
     # budget: quick (reproduce --quick), debug (debug= overlays) or none (a real run)
     budget = runs["medbench.budget"].fillna("full")
     runs = runs[(runs["medbench.kind"] == "run") & (budget == ("quick" if quick else "full"))]
     unknown = runs[~runs["family"].isin(list(known))]
     runs = runs[runs["family"].isin(list(known))]
     entries = entries if entries is not None else catalog()
-    rows, members, notes = aggregate(runs, metrics)
+    rows, members, notes = aggregate(runs, metrics, all_configs)
     notes += [f"{n} run(s) of family '{family}' not shown: no such family is registered "
               f"(load its plugin: $MEDBENCH_PLUGINS)"
               for family, n in unknown["family"].value_counts().sort_index().items()]
@@ -272,10 +280,11 @@ def _reported(entry: CatalogEntry | None) -> str:
 
 
 def write_leaderboards(uri: str, results_dir: str | Path, out_dir: str | Path | None = None,
-                       quick: bool = False) -> Iterable[Path]:
-    """Builds every table and writes Markdown, CSV and one HTML page; returns the files."""
+                       quick: bool = False, all_configs: bool = False) -> Iterable[Path]:
+    """Builds every table and writes Markdown, CSV and one HTML page; returns the files.
+    Default folder: ``<results_dir>/leaderboards[/quick]``, the committed tables."""
     from medbench.leaderboard.writers import write_all
 
     out = Path(out_dir) if out_dir else Path(results_dir) / "leaderboards" / (
         "quick" if quick else "")
-    return write_all(build_tables(uri, quick=quick), out, uri)
+    return write_all(build_tables(uri, quick=quick, all_configs=all_configs), out, uri)

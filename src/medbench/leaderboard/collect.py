@@ -22,11 +22,13 @@ from medbench.errors import ConfigError
 TAGS = ("medbench.kind", "medbench.config_hash", "medbench.budget", "family", "survey.id",
         "survey.family", "survey.task", "survey.data_here", "dataset", "model", "seed",
         "cv.fold", "label_type", "choice.experiment", "tuned.study", "tuned.trials",
-        "tuned.compute_hours", "data.rank_metric")
-COST = ("model/params", "model/macs", "time/fit_s", "time/test_ms_per_image")
+        "tuned.compute_hours", "data.rank_metric", "data.fingerprint_test", "runner")
+COST = ("model/params", "model/macs", "time/fit_s", "time/test_ms_per_image",
+        "time/infer_ms_per_image")
 METRICS = ("test/auc", "test/acc", *COST)  # read by default: the leaderboard's columns
-# run:<id> names the source run of a two-stage method, or the members of an ensemble
-PARAMS = ("model.pretrained_path", "model.kwargs.members")
+# run:<id> names the source run of a two-stage method, or the members of an ensemble;
+# trainer.max_epochs=0: an evaluation-only run (medbench.leaderboard.keys)
+PARAMS = ("model.pretrained_path", "model.kwargs.members", "trainer.max_epochs")
 INFO = ("run_id", "experiment_id", "start_time", "artifact_uri")
 
 

@@ -3,6 +3,7 @@ tests share."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,12 +11,26 @@ import numpy as np
 
 from medbench.leaderboard.stats import paired_bootstrap
 
+# the text column a per-sample file ends with (the sample's file path or index); the
+# statistics read the numeric columns before it
+SAMPLE_ID = "sample_id"
+_LAST_FIELD = re.compile(r',(?:"(?:[^"]|"")*"|[^,\n]*)$', re.MULTILINE)
 
-def read_per_sample_csv(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """A numeric per-sample CSV (an ``index`` column and one column per value): the indices
-    in ascending order and each other column in that order."""
+
+def numeric_part(path: Path) -> tuple[list[str], str]:
+    """A per-sample CSV's column names and body, its trailing ``sample_id`` column dropped."""
     header, _, body = Path(path).read_text().partition("\n")
     columns = header.strip().split(",")
+    if columns[-1] == SAMPLE_ID:
+        columns.pop()
+        body = _LAST_FIELD.sub("", body)
+    return columns, body
+
+
+def read_per_sample_csv(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A per-sample CSV (an ``index`` column and one column per value, then ``sample_id``):
+    the indices in ascending order and each numeric column in that order."""
+    columns, body = numeric_part(path)
     table = np.genfromtxt(body.splitlines(), delimiter=",", ndmin=2)
     table = table[np.argsort(table[:, columns.index("index")], kind="stable")]
     return (table[:, columns.index("index")].astype(np.int64),

@@ -10,7 +10,7 @@ import pandas as pd
 METRIC_COLUMNS = ("mean", "std", "ci_low", "ci_high", "best", "tied", "p")
 # the other columns of every frame, in display order
 ROW_COLUMNS = ("rank", "method", "section", "model", "dataset", "data", "reported", "runs",
-               "params", "macs", "train_s", "infer_ms", "tuning")
+               "params", "macs", "train_s", "infer_ms", "infer_model_ms", "tuning")
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,9 @@ class LeaderboardTable:
     model); ``section``; ``model``; ``dataset``; ``data`` ("paper's own" or "proxy");
     ``reported`` (the paper's figures, text); ``runs`` (seeds x folds aggregated); ``params``;
     ``macs`` (one input); ``train_s`` (median fit seconds); ``infer_ms`` (median test ms per
-    item); ``tuning`` ("untuned" or "<n> trials, <h> h"). Metric columns for each of
+    item, the whole test loop); ``infer_model_ms`` (median ms per item of the network's
+    forward passes alone; NaN for runs before it was timed); ``tuning`` ("untuned" or "<n>
+    trials, <h> h"). Metric columns for each of
     ``metrics`` (test metrics, e.g. "auc", "acc"): ``<m>_mean``, ``<m>_std`` (over runs),
     ``<m>_ci_low`` / ``<m>_ci_high`` (95% bootstrap CI of the mean), ``<m>_best`` (best of
     its dataset), ``<m>_tied`` (not significantly different from that best on the same test

@@ -8,20 +8,19 @@ import platform
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlparse
 
 from medbench.config import REPO_ROOT
 from medbench.leaderboard.html import render_html
 from medbench.leaderboard.table import FamilyPart, LeaderboardTable
 from medbench.provenance import git_commit
+from medbench.uris import redact
 
 
 def caption(uri: str) -> str:
     """Where and how the tables were made (the store's URI without any credentials)."""
-    parsed = urlparse(uri)
-    store = uri if not parsed.password else uri.replace(f":{parsed.password}@", ":***@")
-    command = " ".join(["medbench", *sys.argv[1:]]) if sys.argv[0].endswith("medbench") else (
-        "medbench leaderboard")
+    store = redact(uri)  # the command's --uri too: the caption is committed with the tables
+    command = redact(" ".join(["medbench", *sys.argv[1:]])) if sys.argv[0].endswith(
+        "medbench") else "medbench leaderboard"
     return (f"Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `{command}` from {store}; "
             f"git {git_commit(REPO_ROOT)[:12]}; machine: {platform.machine()}, "
             f"{os.cpu_count()} CPUs.")
@@ -39,7 +38,8 @@ def to_markdown(table: LeaderboardTable, note: str) -> str:
              "Reported figures are the papers' own, on "
              "their own data; a proxy row is not the paper's dataset. Train s: median wall "
              "seconds of training (a two-stage method's source runs included); infer ms/img: "
-             "median test-set prediction time per image; both on the machine named above; "
+             "median time of the network's forward passes per test image (older runs: of the "
+             "whole test loop, incl. loading); both on the machine named above; "
              "MACs: one forward pass on one image.", ""]
     for part, frame in parts:
         if len(parts) > 1:
@@ -62,7 +62,7 @@ def _markdown_rows(part: FamilyPart, frame) -> list[str]:
                  row["data"], row["reported"], str(row["runs"])]
         cells += [_metric_cell(row, m) for m in part.metrics]
         cells += [_si(row["params"]), _si(row["macs"]), _num(row["train_s"], 1),
-                  _num(row["infer_ms"], 2), row["tuning"]]
+                  _infer(row), row["tuning"]]
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
     if not len(frame):
         lines.append("| " + " | ".join(["–"] * len(head)) + " |")
@@ -76,7 +76,10 @@ def _metric_cell(row: dict, metric: str) -> str:
     text = f"{mean:.3f}"
     if not _missing(row[f"{metric}_std"]):
         text += f" ± {row[f'{metric}_std']:.3f}"
-    text += f" [{row[f'{metric}_ci_low']:.3f}, {row[f'{metric}_ci_high']:.3f}]"
+    if row.get("runs") == 1:  # one run has no interval
+        text += " [n/a]"
+    else:
+        text += f" [{row[f'{metric}_ci_low']:.3f}, {row[f'{metric}_ci_high']:.3f}]"
     if row[f"{metric}_best"]:
         return f"**{text}**"
     return f"≈ {text} (p={row[f'{metric}_p']:.2f})" if row[f"{metric}_tied"] else text
@@ -84,6 +87,14 @@ def _metric_cell(row: dict, metric: str) -> str:
 
 def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _infer(row: dict) -> str:
+    """The network's forward passes per image; runs before that was timed: the whole test
+    loop's, which includes loading the images."""
+    if not _missing(row.get("infer_model_ms")):
+        return f"{row['infer_model_ms']:.2f}"
+    return "–" if _missing(row["infer_ms"]) else f"{row['infer_ms']:.2f} (incl. loading)"
 
 
 def _num(value, digits: int) -> str:

@@ -8,6 +8,7 @@ the sampler's padded repeats dropped, ordered by item index) that the family wri
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,10 @@ class FamilyModule(pl.LightningModule):
         self.test_metrics = metrics.clone(prefix="test/")
         self.test_predictions: dict[str, torch.Tensor] = {}
         self._test_batches: list[dict[str, torch.Tensor]] = []
+        # seconds in the network's forward passes during test (no loading, no metrics): the
+        # model-only inference time (time/infer_ms_per_image)
+        self.test_forward_seconds = 0.0
+        self._test_timers: list[Any] = []
 
     # -- the family's part -------------------------------------------------------------------
     def loss(self, outputs: torch.Tensor, target: Any) -> torch.Tensor:
@@ -96,8 +101,23 @@ class FamilyModule(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._test_batches.clear()
+        self.test_forward_seconds, started = 0.0, [0.0]
+
+        def tic(*_: Any) -> None:
+            _synchronize(self.device)
+            started[0] = time.perf_counter()
+
+        def toc(*_: Any) -> None:
+            _synchronize(self.device)
+            self.test_forward_seconds += time.perf_counter() - started[0]
+
+        self._test_timers = [self.net.register_forward_pre_hook(tic),
+                               self.net.register_forward_hook(toc)]
 
     def on_test_epoch_end(self) -> None:
+        for hook in self._test_timers:
+            hook.remove()
+        self._test_timers = []
         self.log_dict(self.test_metrics.compute())
         self.test_metrics.reset()
         kept = {key: torch.cat([b[key] for b in self._test_batches])
@@ -118,6 +138,12 @@ class FamilyModule(pl.LightningModule):
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
                                                          "interval": "epoch"}}
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued kernels, so wall time is compute time."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _first_occurrence(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

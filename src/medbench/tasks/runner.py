@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
@@ -23,6 +24,7 @@ from omegaconf import DictConfig
 
 from medbench.data.base import SplitDataModule
 from medbench.errors import ConfigError
+from medbench.tasks.progress import log_interval
 from medbench.tasks.rng import RngState
 
 if TYPE_CHECKING:
@@ -53,8 +55,10 @@ class RunOutcome:
     artifacts: list[Path] = field(default_factory=list)  # files the family wrote
     tags: dict[str, str] = field(default_factory=dict)
     checkpoint: str | None = None  # the selected checkpoint, if any
+    best_score: float | None = None  # its value of the monitored metric
     fit_seconds: float | None = None  # wall time of training (None: nothing was trained)
     test_seconds: float | None = None  # wall time of predicting the test split
+    infer_seconds: float | None = None  # of that, the network's forward passes alone
 
     @property
     def n_test_items(self) -> int:
@@ -82,7 +86,11 @@ def build_callbacks(cfg: DictConfig, family: Family, run_dir: Path) -> list[pl.C
 
 
 def finish(ctx: RunContext, outcome: RunOutcome) -> RunOutcome:
-    """The family's test files, and the selected checkpoint's name and epoch as tags."""
+    """The family's test files (each sample with its id: file path or index), and the selected
+    checkpoint's name and epoch as tags."""
+    ids = ctx.datamodule.splits["test"][0].sample_ids()
+    outcome.predictions["sample_id"] = np.array([ids[int(i)]
+                                                 for i in outcome.predictions["index"]])
     outcome.artifacts += ctx.family.write_test_outputs(outcome.predictions, ctx.datamodule.info,
                                                        ctx.run_dir)
     if outcome.checkpoint:
@@ -90,6 +98,8 @@ def finish(ctx: RunContext, outcome: RunOutcome) -> RunOutcome:
                            mmap=True)["epoch"]
         outcome.tags.update({"best_checkpoint": Path(outcome.checkpoint).name,
                              "best_epoch": str(epoch)})
+        if outcome.best_score is not None:
+            outcome.tags["best_score"] = f"{outcome.best_score:.6g}"
     return outcome
 
 
@@ -103,8 +113,9 @@ def fit_lightning(ctx: RunContext) -> RunOutcome:
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=[*build_callbacks(cfg, ctx.family, ctx.run_dir), RngState(),
                                 *ctx.callbacks],
-        logger=list(ctx.loggers) or False, default_root_dir=str(ctx.run_dir))
-    best, fit_seconds = None, None
+        logger=list(ctx.loggers) or False, default_root_dir=str(ctx.run_dir),
+        log_every_n_steps=log_interval(cfg.trainer, ctx.datamodule))
+    best, score, fit_seconds = None, None, None
     if cfg.trainer.max_epochs > 0:
         # resume=<run>: continue from the run's last checkpoint (model, optimiser, schedule,
         # loops, callbacks, RNG states)
@@ -115,6 +126,7 @@ def fit_lightning(ctx: RunContext) -> RunOutcome:
         # fast_dev_run and checkpointing switched off save nothing: the weights in memory are
         # tested then
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+        score = getattr(trainer.checkpoint_callback, "best_model_score", None) if best else None
     elif ctx.family.tunes_on_validation:
         trainer.validate(module, datamodule=ctx.datamodule, verbose=False)
     trainer.loggers = []  # the test metrics are the outcome's: train logs them, once
@@ -123,5 +135,7 @@ def fit_lightning(ctx: RunContext) -> RunOutcome:
     test_seconds = time.perf_counter() - start
     outcome = RunOutcome({k: float(v) for k, v in metrics.items()}, module.test_predictions,
                          checkpoint=best or None, fit_seconds=fit_seconds,
-                         test_seconds=test_seconds)
+                         best_score=None if score is None else float(score),
+                         test_seconds=test_seconds,
+                         infer_seconds=getattr(module, "test_forward_seconds", None))
     return finish(ctx, outcome)

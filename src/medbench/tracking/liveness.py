@@ -13,8 +13,11 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from medbench.errors import ConfigError
+from medbench.tracking.checkpoints import last_checkpoint as _last_checkpoint
 
 HOST_TAG, PID_TAG = "medbench.host", "medbench.pid"
+# how the store is reached, not what trained: a resume may change them
+REACH_KEYS = ("resume", "tracking.timeout_s", "tracking.retries")
 
 
 def process_tags() -> dict[str, str]:
@@ -78,17 +81,13 @@ def resumable_run(client: MlflowClient, experiment_id: str, spec: str, runs_dir:
     return run_id
 
 
-def _last_checkpoint(runs_dir: Path, run_id: str) -> Path:
-    return runs_dir / run_id / "checkpoints" / "last.ckpt"
-
-
 def _check_same_config(saved: Path, resolved: Mapping[str, Any]) -> None:
     from medbench.tracking.mlflow_run import flatten
 
     before = flatten(yaml.safe_load(saved.read_text()))
     now = flatten(resolved)
     changed = sorted(k for k in before.keys() | now.keys()
-                     if k != "resume" and before.get(k) != now.get(k))
+                     if k not in REACH_KEYS and before.get(k) != now.get(k))
     if changed:
         key = changed[0]
         raise ConfigError(f"resume: the run was trained with {key}={before.get(key)}, this "

@@ -18,8 +18,12 @@ from mlflow.tracking import MlflowClient
 from medbench.errors import ConfigError, RunStopped
 from medbench.provenance import git_commit
 from medbench.tracking.liveness import process_tags
+from medbench.uris import reach, redact, redact_value
 
 MAX_PARAM_LENGTH = 6000
+# the experiment tag by which MLflow 3 tells model training from GenAI (its UI's views, its
+# assistant); 3.17's UI also has a sidebar switch (``?workflowType=machine_learning``) that wins
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 _INVALID_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. :/]")
 
 
@@ -31,14 +35,15 @@ def mlflow_key(name: str) -> str:
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``; lists become their string form; keys are made
-    valid for MLflow (:func:`mlflow_key`)."""
+    valid for MLflow (:func:`mlflow_key`); values are redacted (:func:`medbench.uris.redact`:
+    no password of a URI, no secret key's value, is ever a param)."""
     out: dict[str, str] = {}
     for key, value in config.items():
         name = mlflow_key(f"{prefix}{key}")
         if isinstance(value, Mapping) and value:
             out.update(flatten(value, f"{name}."))
         else:
-            out[name] = str(value)[:MAX_PARAM_LENGTH]
+            out[name] = redact_value(name, value)[:MAX_PARAM_LENGTH]
     return out
 
 
@@ -79,11 +84,15 @@ class Tracker:
     """Creates the experiment and run, and ends it FINISHED or FAILED."""
 
     def __init__(self, uri: str, experiment_name: str, artifact_root: str | None = None,
-                 active: bool = True) -> None:
+                 active: bool = True, timeout_s: float = 5, retries: int = 2) -> None:
+        """``timeout_s`` and ``retries`` (``tracking.timeout_s``, ``tracking.retries``) bound
+        every request to an http(s) server; one that does not answer fails here, in one line."""
         self.uri = uri
         self.active = active  # False on DDP ranks other than 0: they read, never write
         if "://" not in uri:
-            raise ConfigError(f"tracking.uri: '{uri}' is not a URI (sqlite:///..., http://...)")
+            raise ConfigError(f"tracking.uri: '{redact(uri)}' is not a URI (sqlite:///..., "
+                              "http://...)")
+        reach(uri, timeout_s, retries)
         if uri.startswith("sqlite:///"):
             # processes that open a new SQLite store at once race through MLflow's schema
             # migrations (run when the client is built): the first creates it under a lock
@@ -107,13 +116,17 @@ class Tracker:
         return self._experiment
 
     def _find_or_create_experiment(self) -> str:
+        key, kind = EXPERIMENT_KIND
         existing = self.client.get_experiment_by_name(self.experiment_name)
         if existing is not None:
+            if self.active and key not in existing.tags:  # made before medbench set the kind
+                self.client.set_experiment_tag(existing.experiment_id, key, kind)
             return existing.experiment_id
         location = None
         if self.artifact_root and not self.uri.startswith(("http://", "https://")):
             location = (Path(self.artifact_root) / self.experiment_name).resolve().as_uri()
-        return self.client.create_experiment(self.experiment_name, artifact_location=location)
+        return self.client.create_experiment(self.experiment_name, artifact_location=location,
+                                             tags={key: kind})
 
     @contextmanager
     def run(self, params: Mapping[str, str], tags: Mapping[str, str],
@@ -127,8 +140,8 @@ class Tracker:
             self.client.update_run(resume, status="RUNNING")
             self.set_tags({**process_tags(), "resumed": "true"})
         else:
-            run = self.client.create_run(self.experiment_id(), run_name=run_name,
-                                         tags={**tags, **process_tags()})
+            tags = {k: redact_value(k, v) for k, v in {**tags, **process_tags()}.items()}
+            run = self.client.create_run(self.experiment_id(), run_name=run_name, tags=tags)
             self.run_id = run.info.run_id
         try:
             if not resume:
@@ -136,9 +149,9 @@ class Tracker:
             yield self
         except BaseException as err:
             self._flush()
-            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            message = redact(str(err)).splitlines()[0] if str(err) else type(err).__name__
             self.client.set_tag(self.run_id, "error", f"{type(err).__name__}: {message}"[:5000])
-            self.client.log_text(self.run_id, traceback.format_exc(), "error.txt")
+            self.client.log_text(self.run_id, redact(traceback.format_exc()), "error.txt")
             stopped = isinstance(err, (KeyboardInterrupt, RunStopped))
             status = "KILLED" if stopped else "FAILED"
             self.client.set_terminated(self.run_id, status)
@@ -157,23 +170,32 @@ class Tracker:
         self._loggers.append(logger)
         return logger
 
-    def selected_checkpoint(self, run_id: str, dst: Path) -> Path:
-        """The checkpoint a finished run selected (its ``checkpoints/`` artifact)."""
+    def selected_checkpoint(self, run_id: str, dst: Path, runs_dir: Path | None = None) -> Path:
+        """The checkpoint a finished run selected: its file in the run's folder under
+        ``runs_dir`` (read in place), else its ``checkpoints/`` artifact downloaded to ``dst``."""
         try:
-            files = self.client.list_artifacts(run_id, "checkpoints")
+            tags = self.client.get_run(run_id).data.tags
         except Exception as err:
-            raise ConfigError(f"run '{run_id}' not found in {self.uri} ({err})") from None
-        ckpts = [f.path for f in files if f.path.endswith(".ckpt")]
+            raise ConfigError(f"run '{run_id}' not found in {redact(self.uri)} "
+                              f"({redact(str(err))})") from None
+        name = tags.get("best_checkpoint")
+        local = runs_dir / run_id / "checkpoints" / name if runs_dir and name else None
+        if local is not None and local.is_file():
+            return local
+        ckpts = [f.path for f in self.client.list_artifacts(run_id, "checkpoints")
+                 if f.path.endswith(".ckpt")]
         if not ckpts:
-            raise ConfigError(f"run '{run_id}' has no checkpoint artifact (tracking.log_checkpoint"
-                              f" was false, or the run did not finish)")
+            where = f"{runs_dir / run_id / 'checkpoints'}" if runs_dir else "no run folder given"
+            raise ConfigError(f"run '{run_id}' has no selected checkpoint: none in {where} nor "
+                              "in its artifacts (the run did not finish, ran on another "
+                              "machine without tracking.log_checkpoint=true, or was deleted)")
         dst.mkdir(parents=True, exist_ok=True)
         return Path(self.client.download_artifacts(run_id, ckpts[0], str(dst)))
 
     def log_params(self, params: Mapping[str, str]) -> None:
         if not self.active:
             return
-        items = [Param(k, v) for k, v in params.items()]
+        items = [Param(k, redact_value(k, v)) for k, v in params.items()]
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[start:start + 100])
 
@@ -192,7 +214,7 @@ class Tracker:
         if not self.active:
             return
         for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, str(value))
+            self.client.set_tag(self.run_id, key, redact_value(key, value))
 
 
 __all__ = ["Tracker", "RunLogger", "flatten", "git_commit", "is_rank_zero"]

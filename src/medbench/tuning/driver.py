@@ -19,6 +19,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from medbench.config import compose_config
+from medbench.console import console
 from medbench.errors import ConfigError, TrainingError
 from medbench.family import family_of
 from medbench.tuning.outputs import StudyRun, best_trial, export_best
@@ -44,8 +45,14 @@ class TuneResult:
 
 
 def tune(overrides: list[str]) -> TuneResult:
-    """Run (or join) the study that ``conf/tune.yaml`` plus ``overrides`` describes."""
+    """Run (or join) the study that ``conf/tune.yaml`` plus ``overrides`` describes; quiet
+    unless ``verbose=true`` (its trials too: they compose the same overrides)."""
     cfg = compose_config(overrides, config_name="tune")
+    with console(bool(cfg.get("verbose"))):
+        return _run_study(cfg, overrides)
+
+
+def _run_study(cfg: DictConfig, overrides: list[str]) -> TuneResult:
     settings: dict[str, Any] = OmegaConf.to_container(cfg.study, resolve=True)
     space = SearchSpace(OmegaConf.to_container(cfg.search.params, resolve=True))
     train_overrides = [o for o in overrides if not TUNE_OVERRIDE.match(o)]
@@ -119,7 +126,16 @@ def _finite(value: Any) -> bool:
 
 
 def _check_space(train_overrides: list[str], space: SearchSpace) -> None:
-    """Compose one trial's config up front so a wrong key fails before any trial starts."""
+    """Compose one trial's config up front so a wrong key fails before any trial starts; an
+    override of a key the space samples is refused (the sampled value would win, silently)."""
+    tuned = {key.lstrip("+~"): name for name, key in space.keys.items()}
+    for override in train_overrides:
+        key = override.partition("=")[0].lstrip("+~")
+        if key in tuned:
+            raise ConfigError(
+                f"'{override}' sets what the search space tunes (search.params.{tuned[key]}): "
+                f"drop the override, or fix it and tune the rest with "
+                f"'~search.params.{tuned[key]}'")
     first = {}
     for key, dist in space.distributions.items():
         first[key] = dist.choices[0] if hasattr(dist, "choices") else dist.low

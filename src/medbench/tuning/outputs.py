@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from medbench.config import compose_config  # noqa: E402
 from medbench.tracking import Tracker, flatten, git_commit  # noqa: E402
+from medbench.uris import drop_secrets  # noqa: E402
 
 PARENT_ATTR = "mlflow_parent_run_id"
 
@@ -27,7 +28,9 @@ class StudyRun:
     def __init__(self, cfg: DictConfig, study: optuna.Study,
                  lock: contextlib.AbstractContextManager, params: dict[str, Any]) -> None:
         self.tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment_name,
-                               cfg.tracking.artifact_root)
+                               cfg.tracking.artifact_root,
+                               timeout_s=cfg.tracking.get("timeout_s", 5),
+                               retries=cfg.tracking.get("retries", 2))
         self.client, self.study = self.tracker.client, study
         with lock:
             run_id = study.user_attrs.get(PARENT_ATTR)
@@ -139,12 +142,14 @@ def export_best(study: optuna.Study, overrides: list[str], export_dir: Path) -> 
     choices = {k: v for k, v in cfg.choices.items() if k != "experiment" and v is not None}
     values = OmegaConf.to_container(cfg, resolve=False)
     values.pop("choices")
+    values, secret = drop_secrets(values)  # a URI with a password stays out of the file
     values["tuned"] = tuning_budget(study)
     lines = [
         "# @package _global_",
         f"# Best trial ({best.number}, {study.direction.name.lower()} value {best.value:.6g}) of "
         f"Optuna study '{study.study_name}', exported by `medbench tune`.",
         f"# Trial parameters: {best.params}",
+        *([f"# Left out, they held credentials: {', '.join(secret)}"] if secret else []),
         "defaults:",
         *[f"  - override /{group}: {option}" for group, option in sorted(choices.items())],
         "  - _self_",

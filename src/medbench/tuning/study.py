@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 from medbench.errors import ConfigError
 from medbench.tuning.space import SearchSpace
 from medbench.tuning.strategies import build_pruner, build_sampler
+from medbench.uris import redact
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 PENDING = (TrialState.RUNNING, TrialState.WAITING)
@@ -50,10 +51,16 @@ def open_study(settings: dict[str, Any], space: SearchSpace, name: str,
                 engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite")
                 else None)
         except Exception as err:  # SQLAlchemy: bad URL, missing driver, unreachable server
-            raise ConfigError(f"study.storage: cannot open '{url}' ({err})") from None
+            raise _unopened(url, err) from None
         return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
                                    pruner=build_pruner(settings["pruner"]), direction=direction,
                                    load_if_exists=True)
+
+
+def _unopened(url: str, err: Exception) -> ConfigError:
+    """One line naming the storage without its password."""
+    reason = (redact(str(err)).splitlines() or [type(err).__name__])[0].strip()
+    return ConfigError(f"study.storage: cannot open '{redact(url)}' ({reason})")
 
 
 def budget_lock(url: str, name: str) -> contextlib.AbstractContextManager:
@@ -78,7 +85,10 @@ class _AdvisoryLock:
     def __enter__(self) -> None:
         from sqlalchemy import text
 
-        self.connection = _lock_engine(self.url).connect()
+        try:
+            self.connection = _lock_engine(self.url).connect()
+        except Exception as err:  # no driver, a server that refuses: before any trial
+            raise _unopened(self.url, err) from None
         self.connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": self.key})
 
     def __exit__(self, *exc: object) -> None:

@@ -14,6 +14,7 @@ from medbench.config import compose_config
 from medbench.tracking import is_rank_zero
 from medbench.tuning.pruning import OptunaPruning, PrunedTrial
 from medbench.tuning.strategies import build_pruner
+from medbench.uris import redact
 
 
 @dataclass
@@ -64,9 +65,9 @@ def run_trial(spec: TrialSpec, trial: optuna.Trial | None = None) -> dict[str, A
             value = float(metrics.get(spec.metric, math.nan))
         outcome.update(state="COMPLETE", value=value, metrics=metrics)
     except PrunedTrial as err:
-        outcome.update(state="PRUNED", value=pruning.values[-1], error=str(err))
+        outcome.update(state="PRUNED", value=pruning.values[-1], error=redact(str(err)))
     except Exception as err:  # the study goes on; the trial ends FAIL with the reason
-        first = str(err).splitlines()[0] if str(err) else ""
+        first = redact(str(err)).splitlines()[0] if str(err) else ""
         outcome["error"] = f"{type(err).__name__}: {first}"
     outcome["epochs"] = pruning.epochs
     return outcome

@@ -15,7 +15,8 @@ from sklearn.metrics import roc_curve  # noqa: E402
 
 
 def write_predictions(predictions: dict[str, torch.Tensor], path: Path) -> Path:
-    """CSV with one row per test sample: index, label(s), one probability per class."""
+    """CSV with one row per test sample: index, label(s), one probability per class, and the
+    sample's id (its file path, or its index in an array)."""
     probs = predictions["probs"].numpy()
     labels = predictions["label"].numpy()
     frame = pd.DataFrame({"index": predictions["index"].numpy()})
@@ -26,6 +27,8 @@ def write_predictions(predictions: dict[str, torch.Tensor], path: Path) -> Path:
         frame["label"] = labels
     for i in range(probs.shape[1]):
         frame[f"prob_{i}"] = probs[:, i]
+    if "sample_id" in predictions:  # last: the numeric columns before it parse in one call
+        frame["sample_id"] = predictions["sample_id"]
     frame.to_csv(path, index=False, float_format="%.6g")
     return path
 
@@ -54,12 +57,13 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path
     return path
 
 
-def plot_roc(labels: np.ndarray, probs: np.ndarray, class_names: list[str], path: Path) -> Path:
+def plot_roc(labels: np.ndarray, probs: np.ndarray, class_names: list[str], path: Path,
+             positive_class: int = 1) -> Path:
     """ROC curves: the positive class for binary, one-vs-rest per class otherwise."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     if probs.shape[1] == 2 and labels.ndim == 1:
-        curves = [(class_names[1] if len(class_names) > 1 else "positive", labels == 1,
-                   probs[:, 1])]
+        name = class_names[positive_class] if len(class_names) > 1 else "positive"
+        curves = [(name, labels == positive_class, probs[:, positive_class])]
     else:
         onehot = labels if labels.ndim == 2 else np.eye(probs.shape[1])[labels]
         curves = [(name, onehot[:, i], probs[:, i]) for i, name in enumerate(class_names)]
@@ -79,7 +83,8 @@ def plot_roc(labels: np.ndarray, probs: np.ndarray, class_names: list[str], path
 
 
 def write_test_outputs(predictions: dict[str, torch.Tensor], label_type: str,
-                       label_names: list[str], folder: Path) -> list[Path]:
+                       label_names: list[str], folder: Path,
+                       positive_class: int = 1) -> list[Path]:
     """The per-sample predictions the leaderboard reads, the confusion matrix and ROC curves."""
     from medbench.metrics.classification import confusion_matrix
 
@@ -89,4 +94,4 @@ def write_test_outputs(predictions: dict[str, torch.Tensor], label_type: str,
     confusion = confusion_matrix(label_type, probs.shape[1])(scores, labels.long())
     return [write_predictions(predictions, folder / "predictions_test.csv"),
             plot_confusion_matrix(confusion.numpy(), names, folder / "confusion_matrix.png"),
-            plot_roc(labels.numpy(), probs.numpy(), names, folder / "roc.png")]
+            plot_roc(labels.numpy(), probs.numpy(), names, folder / "roc.png", positive_class)]

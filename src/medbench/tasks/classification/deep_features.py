@@ -85,9 +85,12 @@ def fit_deep_features(ctx: RunContext) -> RunOutcome:
         x, y, index = extractor.transform(datamodule.eval_dataloader(split))
         probs = torch.as_tensor(classifier.predict_proba(x), dtype=torch.float32)
         test_seconds = time.perf_counter() - start  # the last split's: the test set
-        scores = probs[:, 1] if info.label_type == "binary" else probs
+        target = torch.as_tensor(y)
+        scores = probs
+        if info.label_type == "binary":
+            scores, target = probs[:, info.positive_class], (target == info.positive_class).long()
         collection = scalar_metrics(info.label_type, info.num_classes).clone(prefix=f"{split}/")
-        metrics.update({k: float(v) for k, v in collection(scores, torch.as_tensor(y)).items()})
+        metrics.update({k: float(v) for k, v in collection(scores, target).items()})
     predictions = {"index": torch.as_tensor(index), "label": torch.as_tensor(y), "probs": probs}
     return finish(ctx, RunOutcome(metrics, predictions, tags=tags, fit_seconds=fit_seconds,
                                   test_seconds=test_seconds))

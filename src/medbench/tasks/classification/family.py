@@ -58,6 +58,7 @@ class ClassificationFamily(Family):
             scheduler=instantiate(cfg.runner.scheduler),
             class_weights=datamodule.class_weights() if weighting == "balanced" else None,
             label_names=info.label_names, channels_last=cfg.runner.channels_last,
+            positive_class=info.positive_class if info.label_type == "binary" else 1,
         )
 
     def metric_collection(self, info: DatasetInfo) -> MetricCollection:
@@ -75,4 +76,5 @@ class ClassificationFamily(Family):
                            folder: Path) -> list[Path]:
         from medbench.tasks.classification.artifacts import write_test_outputs
 
-        return write_test_outputs(predictions, info.label_type, info.label_names, folder)
+        return write_test_outputs(predictions, info.label_type, info.label_names, folder,
+                                  positive_class=info.positive_class or 1)

@@ -1,6 +1,6 @@
 """How the leaderboard reads and compares classification runs (torch-free).
 
-Each run's ``predictions_test.csv`` (index, label or label_<k>, prob_<k>) is read per sample;
+Each run's ``predictions_test.csv`` (index, label or label_<k>, prob_<k>, sample_id) is read;
 two rows are compared on the same test images with DeLong's test for a binary AUC (on each
 row's run-averaged probabilities), else a paired bootstrap of the mean over runs.
 """
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medbench.leaderboard.per_sample import numeric_part
 from medbench.leaderboard.stats import accuracy, delong_test, macro_auc, paired_bootstrap
 
 PER_SAMPLE_FILE = "predictions_test.csv"
@@ -31,8 +32,7 @@ class Predictions:
     def read(cls, path: Path) -> Predictions:
         # a plain numeric CSV parsed in one numpy call: pandas' per-file overhead is ~10x
         # this, and a leaderboard reads thousands of these files
-        header, _, body = path.read_text().partition("\n")
-        columns = header.strip().split(",")
+        columns, body = numeric_part(path)
         values = np.fromstring(body.strip().replace("\n", ","), sep=",")  # numpy's C parser
         table = values.reshape(-1, len(columns))
         table = table[np.argsort(table[:, columns.index("index")], kind="stable")]
