@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 
-from medbench.errors import MedbenchError
+from medbench.errors import Interrupted, MedbenchError, interruption
 from medbench.uris import redact
 
 COMMANDS = {
@@ -235,11 +236,24 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"train": _train, "tune": _tune, "trial": _trial, "runs": _runs,
                "reproduce": _reproduce, "leaderboard": _leaderboard, "models": _models,
                "datasets": _datasets}[args.command]
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a run ends KILLED, as on Ctrl-C
     try:
         return handler(args.overrides)
     except MedbenchError as err:
         print(f"error: {redact(str(err))}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, SystemExit) as err:
+        stop = interruption(err)
+        if stop is None:
+            raise
+        name = getattr(stop, "signal_name", "SIGINT")
+        print(f"error: stopped by {name}: a run in progress ended KILLED (resume=<run id> "
+              f"continues it)", file=sys.stderr)
+        return 128 + getattr(signal, name)
+
+
+def _stop_on_sigterm(signum: int, _frame: object) -> None:
+    raise Interrupted(signal.Signals(signum).name)
 
 
 if __name__ == "__main__":

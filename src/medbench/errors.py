@@ -21,5 +21,24 @@ class RunStopped(Exception):
     """Raised to end a run early on purpose (a pruned trial): the MLflow run ends KILLED."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """The process was told to stop (SIGTERM; SIGINT is Python's own KeyboardInterrupt): the
+    MLflow run ends KILLED, its last checkpoint kept for ``resume=<run id>``."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+def interruption(err: BaseException) -> KeyboardInterrupt | None:
+    """The interrupt behind ``err``: itself, or the one Lightning turned into ``sys.exit(1)``
+    after its graceful shutdown (its ``SystemExit`` keeps the interrupt as context)."""
+    if isinstance(err, KeyboardInterrupt):
+        return err
+    if isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt):
+        return err.__context__
+    return None
+
+
 class TrackingError(MedbenchError):
     """The tracking store cannot be reached (a server that refuses or does not answer)."""

@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
 
-from medbench.errors import ConfigError, RunStopped
+from medbench.errors import ConfigError, RunStopped, interruption
 from medbench.provenance import git_commit
 from medbench.tracking.liveness import process_tags
 from medbench.uris import reach, redact, redact_value
@@ -149,9 +149,12 @@ class Tracker:
             yield self
         except BaseException as err:
             self._flush()
-            message = redact(str(err)).splitlines()[0] if str(err) else type(err).__name__
-            self.client.set_tag(self.run_id, "error", f"{type(err).__name__}: {message}"[:5000])
-            self.client.log_text(self.run_id, redact(traceback.format_exc()), "error.txt")
+            err = interruption(err) or err  # Ctrl-C or SIGTERM, through Lightning's exit
+            name = type(err).__name__
+            error = f"{name}: {redact(str(err)).splitlines()[0]}" if str(err).strip() else name
+            self.client.set_tag(self.run_id, "error", error[:5000])
+            self.client.log_text(self.run_id, redact("".join(traceback.format_exception(err))),
+                                 "error.txt")
             stopped = isinstance(err, (KeyboardInterrupt, RunStopped))
             status = "KILLED" if stopped else "FAILED"
             self.client.set_terminated(self.run_id, status)

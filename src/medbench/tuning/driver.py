@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from medbench.config import compose_config
 from medbench.console import console
-from medbench.errors import ConfigError, TrainingError
+from medbench.errors import ConfigError, TrainingError, interruption
 from medbench.family import family_of
 from medbench.tuning.outputs import StudyRun, best_trial, export_best
 from medbench.tuning.space import SearchSpace
@@ -83,8 +83,10 @@ def _run_study(cfg: DictConfig, overrides: list[str]) -> TuneResult:
         try:
             with heartbeat(study, trial):
                 outcome = launch(spec, trial)
-        except BaseException:  # Ctrl-C: the trial ends FAIL, not RUNNING
+        except BaseException as err:  # Ctrl-C, SIGTERM: the trial ends FAIL, not RUNNING
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            if interruption(err) is not None:
+                parent.interrupted()
             raise
         _tell(study, trial, outcome)
         outcome["run_id"] = parent.record_trial(trial.number, outcome)

@@ -56,6 +56,14 @@ class StudyRun:
         except Exception:  # deleted, or another tracking store
             return False
 
+    def interrupted(self) -> None:
+        """This worker was stopped (Ctrl-C, SIGTERM): the parent run ends KILLED, unless another
+        worker still runs a trial (a worker joining later reopens it)."""
+        running = self.study.get_trials(deepcopy=False,
+                                        states=(optuna.trial.TrialState.RUNNING,))
+        if not running:
+            self.client.set_terminated(self.run_id, "KILLED")
+
     def child_tags(self, number: int) -> dict[str, str]:
         return {"mlflow.parentRunId": self.run_id, "medbench.kind": "trial",
                 "optuna.study": self.study.study_name, "optuna.trial": str(number)}

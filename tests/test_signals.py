@@ -1,0 +1,81 @@
+"""SIGINT and SIGTERM end a real training's MLflow run KILLED, in one line, with the
+conventional exit status (128 + the signal), whether they come during set-up or training."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from medbench.config import REPO_ROOT
+
+ARGS = ["model=lenet5", "data.batch_size=4", "trainer.max_epochs=50",
+        "trainer.enable_progress_bar=false"]
+
+
+def _statuses(results_dir: Path) -> list[str]:
+    store = results_dir / "mlflow.db"
+    try:
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=1) as db:
+            return [row[0] for row in db.execute("SELECT status FROM runs")]
+    except sqlite3.Error:
+        return []
+
+
+def _wait_for(condition, what: str, limit: float = 120) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("sig, phase", [(signal.SIGTERM, "set-up"), (signal.SIGTERM, "training"),
+                                        (signal.SIGINT, "training")],
+                         ids=["SIGTERM-set-up", "SIGTERM-training", "SIGINT-training"])
+def test_a_signal_ends_the_run_killed_in_one_line(sig, phase, results_dir):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "medbench", "train", *ARGS, f"paths.results_dir={results_dir}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    _wait_for(lambda: _statuses(results_dir) == ["RUNNING"], "the run to open")
+    runs = results_dir / "runs"
+    if phase == "training":  # an epoch has ended: its resume state is on disk
+        _wait_for(lambda: any(runs.glob("*/checkpoints/last.ckpt")), "the first epoch")
+    process.send_signal(sig)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + sig, (out, err)
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"error: stopped by {sig.name}: a run in progress ended KILLED (resume=<run id> "
+        f"continues it)")
+    assert _statuses(results_dir) == ["KILLED"]
+    with sqlite3.connect(results_dir / "mlflow.db") as db:  # the interrupt, not Lightning's exit
+        [(error,)] = db.execute("SELECT value FROM tags WHERE key = 'error'").fetchall()
+    assert error == ("Interrupted: SIGTERM" if sig == signal.SIGTERM else "KeyboardInterrupt")
+    if phase == "training":
+        assert any(runs.glob("*/checkpoints/last.ckpt"))  # kept for resume=<run id>
+
+
+def test_a_signal_during_tune_ends_the_trial_and_the_study_run_killed(results_dir):
+    """SIGTERM to a `medbench tune` worker in the middle of a trial: that trial ends FAIL in
+    Optuna and KILLED in MLflow, and so does the study's parent run (no other worker runs)."""
+    import optuna
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "medbench", "tune", *(a for a in ARGS if "batch_size" not in a),
+         "search=optimizer", "study.name=sig",
+         "study.n_trials=3", "study/pruner=none", f"paths.results_dir={results_dir}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    runs = results_dir / "runs"
+    _wait_for(lambda: any(runs.glob("*/checkpoints/last.ckpt")), "the first trial's epoch")
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1].startswith("error: stopped by SIGTERM")
+    assert sorted(_statuses(results_dir)) == ["KILLED", "KILLED"]  # the study's run, the trial's
+    study = optuna.load_study(study_name="sig", storage=f"sqlite:///{results_dir}/optuna.db")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
