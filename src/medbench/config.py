@@ -15,6 +15,7 @@ from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSou
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medbench import legacy
+from medbench.config_checks import check_config
 from medbench.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -172,6 +173,7 @@ def compose_config(overrides: list[str] | None = None, config_name: str = "train
         cfg.choices = choices
         if cfg.get("monitor") == "auto":
             cfg.monitor = family_of(cfg).default_monitor
+    check_config(cfg)
     return cfg
 
 

@@ -48,8 +48,18 @@ BACKOFF_VAR = "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"
 QUIET_URL_VAR = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 
 
+def _environment() -> dict[str, str]:
+    """A snapshot of the environment: MLflow's telemetry thread may unset a variable while it
+    is read, and reading os.environ then raises KeyError (seen with seeds=[0,0])."""
+    while True:
+        try:
+            return dict(os.environ)
+        except (KeyError, RuntimeError):
+            continue
+
+
 def _env_secrets() -> list[str]:
-    values = {v for k, v in os.environ.items() if _SECRET_ENV.search(k)
+    values = {v for k, v in _environment().items() if _SECRET_ENV.search(k)
               and len(v) >= _MIN_ENV_SECRET and v.lower() not in _NOT_SECRETS}
     return sorted(values, key=len, reverse=True)
 
