@@ -34,3 +34,26 @@ def test_a_study_without_trials_is_one_line(results_dir, capsys):
                  f"paths.results_dir={results_dir}"]) == 1
     assert "study.n_trials: expected a whole number of trials >= 1, got 0" in (
         capsys.readouterr().err)
+
+
+def test_a_yaml_syntax_error_is_one_line_naming_file_and_line(tmp_path, monkeypatch, capsys):
+    """A config file being edited with a syntax error (was a 100-line traceback): the file,
+    its line and column, and what the parser expected."""
+    import shutil
+
+    from medbench.config import REPO_ROOT, ExperimentsConfigSource
+    from medbench.errors import ConfigError
+
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf)
+    (conf / "data" / "broken.yaml").write_text("source: [x\n")
+    monkeypatch.setenv("MEDBENCH_CONFIG_DIR", str(conf))
+    assert main(["train", "data=broken"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {conf / 'data' / 'broken.yaml'} (line 2, column 1): not valid YAML: "
+                   "expected ',' or ']', but got '<stream end>'")
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "bad.yaml").write_text("model:\n  name: [lenet5\n")
+    source = ExperimentsConfigSource("test", f"medbench-experiments://{tmp_path / 'presets'}")
+    with pytest.raises(ConfigError, match=r"bad.yaml \(line 3, column 1\): not valid YAML"):
+        source.load_config("experiment/bad")

@@ -32,13 +32,19 @@ HIDDEN = {"trial": "medbench trial <spec.json> --result <out.json>"}
 
 def _composed(command: Callable[[], int]) -> int:
     """Runs a command that composes a config; Hydra's own errors exit 2 with its message."""
+    import yaml
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
+
+    from medbench.config import yaml_error
 
     try:
         return command()
     except (HydraException, OmegaConfBaseException) as err:
         print(f"error: {redact(str(err))}", file=sys.stderr)
+        return 2
+    except yaml.YAMLError as err:  # a config file of conf/ being edited
+        print(f"error: {yaml_error(err)}", file=sys.stderr)
         return 2
 
 

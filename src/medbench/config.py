@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.object_type import ObjectType
@@ -27,6 +28,15 @@ EXPERIMENTS_SOURCE = "medbench-experiments://experiments"
 # what `medbench tune` exports (study.export_dir) is served as experiment=tuned/<study> too,
 # so a study never writes into the source tree (experiments/tuned holds the committed ones)
 TUNED_SOURCE = "medbench-tuned://results/tuned"
+
+
+def yaml_error(err: yaml.YAMLError, path: Path | str | None = None) -> str:
+    """One line for a YAML syntax error: the file, line and column, and what the parser
+    expected."""
+    mark = getattr(err, "problem_mark", None)
+    where = path or (mark.name if mark else "a config file")
+    at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    return f"{where}{at}: not valid YAML: {getattr(err, 'problem', None) or err}"
 
 
 def config_dir() -> Path:
@@ -70,7 +80,10 @@ class ExperimentsConfigSource(ConfigSource):
         if full is None or not full.is_file():
             raise ConfigLoadError(f"Config not found : {config_path}")
         text = full.read_text(encoding="utf-8")
-        node = OmegaConf.create(text) if text.strip() else OmegaConf.create()
+        try:
+            node = OmegaConf.create(text) if text.strip() else OmegaConf.create()
+        except yaml.YAMLError as err:  # a preset a user is editing: where, not a traceback
+            raise ConfigError(yaml_error(err, full)) from None
         if "task" in text:  # a preset in the spelling of before the task-family contract
             node = OmegaConf.create(legacy.rewrite_experiment(OmegaConf.to_container(node)))
         return ConfigResult(config=node,
