@@ -19,7 +19,7 @@ from medbench.cli import main
     ("seed=-3", "seed: expected a whole number >= 0, got -3"),
     ("data.batch_size=0", "data.batch_size: expected a whole number >= 1, got 0"),
     ("data.eval_batch_size=x", "data.eval_batch_size: expected null or a whole number >= 1"),
-    ("runner.optimizer.lr=0", "runner.optimizer.lr: expected a number > 0, got 0"),
+    ("runner.optimizer.lr=-0.1", "runner.optimizer.lr: expected a number >= 0, got -0.1"),
 ])
 def test_a_wrong_value_is_one_line_before_any_run(override, message, results_dir, capsys,
                                                   store_untouched):
