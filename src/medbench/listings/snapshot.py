@@ -5,8 +5,8 @@ under them), the plugin modules' files (``$MEDBENCH_PLUGINS`` and the ``medbench
 entry points) and any extra strings (library versions): editing a model, adding a plugin or
 upgrading timm is another key, so the snapshot is built again; nothing else ever is. A plugin
 whose file cannot be found without importing it disables the cache (built live every time).
-Files go to ``<cache>/listings/`` (the cache of ``data/cache.py``, whose folder rule this module
-repeats so that a listing never imports ``medbench.data``, which loads torch).
+Files go to ``<cache>/listings/`` (:mod:`medbench.cache`, import-light: a listing never
+imports ``medbench.data``, which loads torch).
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from medbench.cache import cache_root
 
 PACKAGE = Path(__file__).resolve().parents[1]  # src/medbench
 MODEL_SOURCES = ("models", "registry.py", "plugins.py")
@@ -28,16 +29,6 @@ DATA_SOURCES = ("data", "family.py", "tasks", "plugins.py", "registry.py")
 MODEL_LIBRARIES = ("torch", "torchvision", "timm", "monai", "segmentation-models-pytorch",
                    "acsconv")
 SNAPSHOT_VERSION = 1  # bump when a snapshot's layout changes
-
-
-def cache_root() -> Path:
-    """``$MEDBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/medbench``, else ``~/.cache/medbench``
-    (the rule of ``medbench.data.cache.cache_dir``; not created here)."""
-    base = os.environ.get("MEDBENCH_CACHE_DIR")
-    if base:
-        return Path(base)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return Path(xdg) / "medbench" if xdg else Path.home() / ".cache" / "medbench"
 
 
 def library_versions(names: Iterable[str]) -> list[str]:
