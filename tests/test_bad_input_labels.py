@@ -327,20 +327,26 @@ def test_image_folder_layout_problems(tmp_path):
     assert dm.info.label_names == ["1", "2"]
 
 
-def test_leakage_fails_a_real_run_in_one_line(tmp_path, results_dir, capsys, mlflow_client):
-    rows = _fixed({"train": "ab" * 6, "val": "ab" * 2, "test": "ab" * 2})
-    manifest = _manifest(tmp_path, rows, header="path,label,split")
-    with manifest.open("a") as handle:
-        handle.write("0.png,a,test\n")
+def _failed_training(manifest, results_dir, capsys, mlflow_client) -> str:
+    """A real `medbench train` on ``manifest``: exit 1, one error line (returned), run FAILED."""
     code = main(["train", "data=csv_manifest", f"data.manifest={manifest}", "model=lenet5",
                  f"paths.results_dir={results_dir}", "trainer.enable_progress_bar=false",
                  "trainer.max_epochs=1", "data.resize=32"])
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 1 and len(errors) == 1 and "Traceback" not in err, err
-    assert "0.png is in two splits, train (" in errors[0] and "m.csv:22)" in errors[0]
     runs = mlflow_client.search_runs([e.experiment_id for e in mlflow_client.search_experiments()])
     assert [r.info.status for r in runs] == ["FAILED"]
+    return errors[0]
+
+
+def test_leakage_fails_a_real_run_in_one_line(tmp_path, results_dir, capsys, mlflow_client):
+    rows = _fixed({"train": "ab" * 6, "val": "ab" * 2, "test": "ab" * 2})
+    manifest = _manifest(tmp_path, rows, header="path,label,split")
+    with manifest.open("a") as handle:
+        handle.write("0.png,a,test\n")
+    line = _failed_training(manifest, results_dir, capsys, mlflow_client)
+    assert "0.png is in two splits, train (" in line and "m.csv:22)" in line
 
 
 def test_more_folds_than_images_is_one_line(tmp_path):

@@ -8,7 +8,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -49,16 +48,6 @@ def refused_port() -> int:
     port = sock.getsockname()[1]
     sock.close()
     return port
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A server that accepts connections (the kernel's backlog) and never answers."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(8)
-    yield sock.getsockname()[1]
-    sock.close()
 
 
 def _one_line(code: int, err: str, out: str) -> str:

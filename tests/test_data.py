@@ -134,7 +134,7 @@ def test_csv_manifest_multilabel_and_fixed_splits(tmp_path):
 def test_image_folder_and_channel_mismatch(tmp_path):
     for split in ("train", "val", "test"):
         for cls in ("a", "b", "c"):
-            _png(tmp_path / split / cls / "x.png", 100)
+            _png(tmp_path / split / cls / "x.png", 100 + 10 * len(split) + ord(cls))  # distinct
     dm = ImageFolderDataModule(str(tmp_path), in_chans=1)
     dm.setup()
     assert dm.info.label_type == "multiclass" and dm.info.num_classes == 3

@@ -78,4 +78,8 @@ def test_a_signal_during_tune_ends_the_trial_and_the_study_run_killed(results_di
     assert err.strip().splitlines()[-1].startswith("error: stopped by SIGTERM")
     assert sorted(_statuses(results_dir)) == ["KILLED", "KILLED"]  # the study's run, the trial's
     study = optuna.load_study(study_name="sig", storage=f"sqlite:///{results_dir}/optuna.db")
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
+    # and the stopped trial is queued again with its parameters, for the study resumed
+    stopped, queued = study.trials
+    assert (stopped.state, queued.state) == (optuna.trial.TrialState.FAIL,
+                                             optuna.trial.TrialState.WAITING)
+    assert queued.system_attrs["fixed_params"] == stopped.params  # its params once it runs

@@ -7,7 +7,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from medbench.errors import Interrupted, MedbenchError, interruption
+from medbench.errors import Interrupted, MedbenchError, disk_fault, interruption
 from medbench.uris import redact
 
 COMMANDS = {
@@ -120,21 +120,30 @@ def _runs(args: list[str]) -> int:
                         "tracking.uri=sqlite:///results/mlflow.db")
     options = parser.parse_args(args)
 
+    from pathlib import Path
+
     from mlflow.tracking import MlflowClient
 
+    from medbench.atomic import remove_strays
     from medbench.config import compose_config
     from medbench.tracking.liveness import mark_killed, orphaned_runs
     from medbench.uris import reach
 
     def run() -> int:
-        tracking = compose_config(options.overrides).tracking
-        reach(tracking.uri, tracking.get("timeout_s", 5), tracking.get("retries", 2))
+        cfg = compose_config(options.overrides)
+        tracking, results = cfg.tracking, Path(cfg.paths.results_dir)
+        # temp files of writes a dead process never finished (kill -9 mid-checkpoint)
+        strays = remove_strays(results, recursive=True) if results.is_dir() else []
+        if strays:
+            print(f"{len(strays)} temp file(s) of unfinished writes removed (first: "
+                  f"{strays[0]})")
+        reach(tracking.uri, tracking.get("timeout_s", 5), tracking.get("retries", 2),
+              create=False)  # cleanup makes no store
         client = MlflowClient(tracking.uri)
         orphans = orphaned_runs(client)
         for orphan in orphans:
-            mark_killed(client, orphan)
-            print(f"{orphan.info.run_id} ({orphan.info.run_name}): RUNNING -> KILLED, its "
-                  f"process died")
+            reason = mark_killed(client, orphan)
+            print(f"{orphan.info.run_id} ({orphan.info.run_name}): RUNNING -> KILLED, {reason}")
         print(f"{len(orphans)} run(s) marked KILLED (runs of other hosts are left as they are)")
         return 0
 
@@ -247,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args.overrides)
     except MedbenchError as err:
         print(f"error: {redact(str(err))}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a full or read-only disk outside a run (a run converts its own)
+        if disk_fault(err) is None:
+            raise
+        print(f"error: {redact(str(disk_fault(err)))}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, SystemExit) as err:
         stop = interruption(err)

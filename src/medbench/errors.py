@@ -1,5 +1,8 @@
 """Errors that medbench reports to the user as one line (no traceback)."""
 
+import errno
+from collections.abc import Callable
+
 
 class MedbenchError(Exception):
     """Base class: the message is shown to the user as is, on one line."""
@@ -42,3 +45,22 @@ def interruption(err: BaseException) -> KeyboardInterrupt | None:
 
 class TrackingError(MedbenchError):
     """The tracking store cannot be reached (a server that refuses or does not answer)."""
+
+
+def first_line(err: BaseException, clean: Callable[[str], str] = str.strip,
+               limit: int = 200) -> str:
+    """The first line of ``err``'s text (its class name when it has none), for a one-line
+    error; ``clean`` acts on the whole text first (the redaction of credentials)."""
+    return (clean(str(err)).strip().splitlines() or [type(err).__name__])[0].strip()[:limit]
+
+
+def disk_fault(err: BaseException) -> MedbenchError | None:
+    """A write refused by the disk (full, over quota, read-only) as the one line it deserves,
+    naming the file; None for any other error (a bug keeps its traceback)."""
+    if not isinstance(err, OSError) or err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return None
+    hint = ("make it writable, or set paths.results_dir to another disk"
+            if err.errno == errno.EROFS else
+            "free space, or set paths.results_dir to another disk")
+    where = f" {err.filename}" if err.filename else " a file"
+    return TrainingError(f"cannot write{where}: {err.strerror or err} ({hint})")

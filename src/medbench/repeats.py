@@ -23,7 +23,9 @@ BOOKKEEPING = ("seed", "seeds", "resume", "paths", "tracking", "name", "choices"
                "data.observer_values", "data.splits.train.observer", "data.splits.val.observer",
                "data.splits.test.observer",
                # what a checkpoint file stores, not which one is selected
-               "callbacks.model_checkpoint.save_weights_only")
+               "callbacks.model_checkpoint.save_weights_only",
+               # whether copies of an image across splits stop the run, not what it trains
+               "data.duplicates")
 # Options added after runs were tracked, with their default: a run on the default hashes as
 # it did before the option existed, so adding an option does not split leaderboard rows.
 ADDED_DEFAULTS = {"model.init": "library", "data.family": "classification", "ensemble": None,

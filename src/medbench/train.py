@@ -14,6 +14,7 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from medbench import atomic
 from medbench.config import REPO_ROOT
 from medbench.console import console
 from medbench.data import DATAMODULES, SplitDataModule
@@ -24,6 +25,7 @@ from medbench.models.profile import count_macs, count_parameters
 from medbench.models.registry import check_spatial_dims
 from medbench.provenance import machine_tags
 from medbench.repeats import config_hash
+from medbench.store_check import sqlite_path
 from medbench.tasks.runner import RunContext, RunOutcome
 from medbench.tracking import Tracker, flatten, git_commit, is_rank_zero
 from medbench.tracking.checkpoints import resume_state_dropped
@@ -146,6 +148,7 @@ def _tracked_run(cfg: DictConfig, callbacks: Sequence[pl.Callback],
     if survey.get("runnable") is False:
         raise ConfigError(f"survey entry '{survey.id}' is not runnable yet: "
                           f"{survey.get('not_runnable')}")
+    check_writable(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment_name, cfg.tracking.artifact_root,
                       active=is_rank_zero(), timeout_s=cfg.tracking.get("timeout_s", 5),
@@ -166,7 +169,7 @@ def _tracked_run(cfg: DictConfig, callbacks: Sequence[pl.Callback],
         run_dir = runs_dir / (tracker.run_id or f"rank-{os.getpid()}")
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
-            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(redact_config(resolved)))
+            atomic.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(redact_config(resolved)))
             tracker.log_artifact(run_dir / "config.yaml")
         datamodule = build_datamodule(cfg)
         datamodule.setup()
@@ -182,6 +185,32 @@ def _tracked_run(cfg: DictConfig, callbacks: Sequence[pl.Callback],
         if tracker.active:
             _log_outcome(tracker, cfg, outcome, run_dir)
         return tracker.run_id, outcome.metrics
+
+
+def check_writable(cfg: DictConfig) -> None:
+    """One line before any run (nothing created) when a folder a run writes to, or its SQLite
+    store, cannot be written: the results and runs folders, the local artifact root."""
+    uri = str(cfg.tracking.uri)
+    folders = {"paths.results_dir": cfg.paths.results_dir, "paths.runs_dir": cfg.paths.runs_dir}
+    root = str(cfg.tracking.get("artifact_root") or "")
+    if root and "://" not in root and not uri.startswith(("http://", "https://")):
+        folders["tracking.artifact_root"] = root
+    store = sqlite_path(uri) if uri.startswith("sqlite:///") else None
+    if store is not None:
+        folders["tracking.uri"] = store.parent  # SQLite writes its journal beside the store
+    fix = "make it writable, or set paths.results_dir to a writable folder"
+    for key, folder in folders.items():
+        folder = Path(folder)
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not existing.is_dir():
+            raise ConfigError(f"{key}: {existing} is a file, not a folder: {fix}")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            where = "" if existing == folder else f"cannot create {folder}: "
+            raise ConfigError(f"{key}: {where}the folder {existing} is read-only (a run writes "
+                              f"its files there): {fix}")
+    if store is not None and store.is_file() and not os.access(store, os.W_OK):
+        raise ConfigError(f"tracking.uri: the SQLite store {store} is read-only (a run writes "
+                          f"to it): {fix}, or tracking.uri to a writable store")
 
 
 def _log_outcome(tracker: Tracker, cfg: DictConfig, outcome: RunOutcome, run_dir: Path) -> None:

@@ -1,5 +1,6 @@
 """Tracking and storage URIs as shown and as reached: credentials never leave the process in
-anything medbench prints or logs, and an http(s) tracking server is bounded in time.
+anything medbench prints or logs, and a tracking store is checked and bounded in time before
+MLflow opens it (an http(s) server here, the others in :mod:`medbench.store_check`).
 
 :func:`redact` is the one redaction: ``scheme://user:password@host`` -> ``scheme://***@host``,
 secret-looking query values (``?token=...``) -> ``***``, and the values of secret-named
@@ -188,10 +189,19 @@ def _failure(reason: object, timeout_s: float) -> str:
     return f"cannot be reached ({redact(str(reason)).splitlines()[0] if str(reason) else ''})"
 
 
-def reach(uri: str, timeout_s: float = 5, retries: int = 2,
-          setting: str = "tracking.uri") -> None:
-    """:func:`bound_http`, then :func:`probe`: a server that refuses or never answers costs
-    about ``timeout_s`` and one line, not minutes and a traceback (``setting``: what the
-    message tells the user to change)."""
-    bound_http(uri, timeout_s, retries)
-    probe(uri, timeout_s, setting)
+def reach(uri: str, timeout_s: float = 5, retries: int = 2, setting: str = "tracking.uri",
+          create: bool = True) -> None:
+    """:func:`bound_http`, then :func:`probe`; any other store is checked by
+    :func:`medbench.store_check.check_store` (a SQLite file that is not a readable MLflow
+    store, a database server that never answers; ``create``: whether a missing store may be
+    made). A fault costs about ``timeout_s`` and one line, not minutes and a traceback
+    (``setting``: what the message tells the user to change)."""
+    if timeout_s is None or float(timeout_s) <= 0:
+        raise TrackingError(f"tracking.timeout_s: expected seconds > 0, got {timeout_s}")
+    if is_http(uri):
+        bound_http(uri, timeout_s, retries)
+        probe(uri, timeout_s, setting)
+        return
+    from medbench.store_check import check_store
+
+    check_store(uri, timeout_s, setting, create)

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from medbench.data.samplers import EpochSampler
 from medbench.data.sources import ImageSource, ItemDataset, PooledSource
-from medbench.data.splits import cross_validation_fold
+from medbench.data.splits import check_fold_classes, cross_validation_fold
 from medbench.data.targets import ClassLabels, TargetKind
 from medbench.data.transforms import array_pipeline, build_pipeline
 from medbench.errors import ConfigError, DataError
@@ -171,6 +171,10 @@ class SplitDataModule(pl.LightningDataModule):
         groups = None if any(g is None for g in groups) else np.concatenate(groups)
         held = cross_validation_fold(strata, groups, self.cv["folds"], self.cv["fold"],
                                      self.cv.get("seed", 0))
+        if isinstance(self.target_kind, ClassLabels):
+            names = list(self.info.label_names) or [str(i) for i in range(self.info.num_classes)]
+            check_fold_classes(targets, held, groups, names, self.info.label_type == "multilabel",
+                               self.info.name, self.cv["folds"], self.cv["fold"])
         picks = np.concatenate([np.stack([np.full(len(splits[s][1]), i),
                                           np.arange(len(splits[s][1]))], 1)
                                 for i, s in enumerate(pooled)])

@@ -11,6 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from medbench.data import label_checks as checks
 from medbench.data.base import SPLITS, DatasetInfo, SplitDataModule
+from medbench.data.duplicates import check_no_copies, checked_mode
 from medbench.data.manifest_csv import read_manifest
 from medbench.data.registry import register_datamodule
 from medbench.data.sources import ImageSource, file_ids
@@ -75,8 +76,12 @@ class FileListDataModule(SplitDataModule):
 
     def __init__(self, name: str, label_type: str = "auto", in_chans: int = 1,
                  val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0,
-                 classes: list[str] | None = None, **kwargs) -> None:
+                 classes: list[str] | None = None, duplicates: str = "error",
+                 **kwargs) -> None:
         super().__init__(**kwargs)
+        # copies of one image under two names: across splits an error (warn: a warning; off:
+        # not looked for), within a split a warning (data/duplicates.py)
+        self.duplicates = checked_mode(duplicates)
         # the split's own seed, not the training seed: every seed of a method, and every
         # method, is tested on the same images (the leaderboard's paired tests need that)
         self.split_seed = split_seed
@@ -135,10 +140,13 @@ class FileListDataModule(SplitDataModule):
             self.check_shapes(paths)
         if groups is not None:
             self._patients = {split: groups[split_of == split] for split in SPLITS}
-        return {
+        splits = {
             split: (self.file_source(list(paths[split_of == split])), labels[split_of == split])
             for split in ("train", "val", "test")
         }
+        # last: the headers are read (an unreadable image is named as such, not as a copy)
+        check_no_copies(self.records, split_of, self.name, self.duplicates, drawn)
+        return splits
 
 
 def _check_headers(paths: np.ndarray, same_size: bool) -> int:
@@ -152,6 +160,9 @@ def _check_headers(paths: np.ndarray, same_size: bool) -> int:
                 size, mode = image.size, image.mode
         except (OSError, UnidentifiedImageError) as err:
             raise DataError(f"cannot read image {path}: {err}") from None
+        if mode == "F":
+            raise DataError(f"image {path} holds floating-point pixels (mode F): save it as "
+                            "8- or 16-bit")
         modes.setdefault(mode in SIXTEEN_BIT, path)
         if first is None:
             first = (path, size)

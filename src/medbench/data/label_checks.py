@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -210,27 +210,49 @@ def check_every_class_in_every_split(labels: np.ndarray, split_of: np.ndarray,
                                      drawn: bool) -> None:
     """Each class trains (else it is never predicted) and, for single-label data, is in the
     validation and test splits (else its AUC is undefined: scored 0 or NaN). Multi-label
-    classes without a positive in val or test are warned about."""
-    multilabel = label_type == "multilabel"
-    count = (lambda y: y.sum(axis=0)) if multilabel else (
-        lambda y: np.bincount(y, minlength=len(class_names)))
-    per_split = {split: count(labels[split_of == split]) for split in SPLITS}
+    classes without a positive, or without a negative, in a split are warned about."""
     for split in SPLITS:
         if not (split_of == split).any():
             raise DataError(f"{name} {split} split is empty")
-        for index in np.flatnonzero(per_split[split] == 0):
-            counts = ", ".join(f"{s} {per_split[s][index]}" for s in SPLITS)
-            fix = ("it has too few images to reach every split of data.val_fraction and "
-                   "data.test_fraction: add images, or drop its rows" if drawn else
-                   f"move some of its images to {split}")
+    fix = ("it has too few images to reach every split of data.val_fraction and "
+           "data.test_fraction: add images, or drop its rows" if drawn else
+           "move some of its images to {split}")
+    check_class_coverage({s: labels[split_of == s] for s in SPLITS}, class_names,
+                         label_type == "multilabel", name, lambda split, index: fix.format(
+                             split=split))
+
+
+def check_class_coverage(labels: dict[str, np.ndarray], class_names: Sequence[str],
+                         multilabel: bool, name: str,
+                         fix: Callable[[str, int], str]) -> None:
+    """Every class on some training item and (single-label: an error; multi-label: a warning)
+    on some item of the other splits; multi-label classes on every item of a split warned
+    about (no negative: AUC undefined). ``labels``: each split's class indices (N,) or 0/1
+    rows (N, C); ``fix(split, class index)``: the advice that ends the error."""
+    count = (lambda y: y.sum(axis=0).astype(np.int64)) if multilabel else (
+        lambda y: np.bincount(y, minlength=len(class_names)))
+    per_split = {split: count(y) for split, y in labels.items()}
+    for split, counts in per_split.items():
+        for index in np.flatnonzero(counts == 0):
+            shown = ", ".join(f"{s} {per_split[s][index]}" for s in per_split)
             if split == "train":
                 raise DataError(f"{name}: class '{class_names[index]}' has no training image "
-                                f"({counts}): the model could never predict it; {fix}")
+                                f"({shown}): the model could never predict it; "
+                                f"{fix(split, index)}")
             message = (f"{name}: the {split} split has no image of class "
-                       f"'{class_names[index]}' ({counts}): its AUC there is undefined")
+                       f"'{class_names[index]}' ({shown}): its AUC there is undefined")
             if not multilabel:
-                raise DataError(f"{message}; {fix}")
+                raise DataError(f"{message}; {fix(split, index)}")
             _warn(message)
+    if not multilabel:
+        return
+    for split, counts in per_split.items():
+        for index in np.flatnonzero(counts == len(labels[split])):
+            shown = ", ".join(f"{s} {per_split[s][index]}/{len(labels[s])}" for s in per_split)
+            what = ("the model learns nothing of it" if split == "train" else
+                    "its AUC there is undefined")
+            _warn(f"{name}: every {split} image has class '{class_names[index]}' (images with "
+                  f"it: {shown}): {what}; add {split} images without it")
 
 
 def checked_label_array(targets: Any, label_type: str, num_classes: int,

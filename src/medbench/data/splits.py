@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from medbench.data.label_checks import check_class_coverage
 from medbench.errors import ConfigError, DataError
 
 
@@ -57,6 +58,23 @@ def cross_validation_fold(labels: np.ndarray, groups: np.ndarray | None, folds: 
     strata = labels if labels.ndim == 1 else labels.argmax(axis=1)
     return _fold_mask(strata, groups, folds, fold, seed,
                       f"cv.folds={folds}: cannot make that many folds of")
+
+
+def check_fold_classes(labels: np.ndarray, held: np.ndarray, groups: np.ndarray | None,
+                       class_names: list[str], multilabel: bool, name: str, folds: int,
+                       fold: int) -> None:
+    """Fold ``fold``'s training and held-out parts hold every class, as fixed splits must
+    (``label_checks.check_class_coverage``; the test split is not re-split, checked already).
+    Stratification cannot promise it for a class of fewer images (or patients) than folds,
+    nor for multi-label data (stratified by the first class of each item)."""
+    def fix(split: str, index: int) -> str:
+        members = labels[:, index] > 0 if multilabel else labels == index
+        patients = "" if groups is None else f" of {len(set(groups[members]))} patient(s)"
+        return (f"its {members.sum()} train+val image(s){patients} cannot reach both parts of "
+                f"every fold: use fewer folds (cv.folds), or add images of it")
+
+    check_class_coverage({"train": labels[~held], "val": labels[held]}, class_names,
+                         multilabel, f"{name} (fold {fold} of cv.folds={folds})", fix)
 
 
 def _fold_mask(strata: np.ndarray, groups: np.ndarray | None, folds: int, fold: int,

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from medbench.errors import ConfigError
+from medbench.store_check import check_store
 
 COMMITTED = "leaderboards"
 LOCAL = "leaderboards-local"
@@ -46,13 +47,16 @@ def store_path(uri: str) -> Path | None:
     return None
 
 
-def require_store(uri: str) -> None:
-    """A one-line error for a local store that does not exist (MLflow would make an empty
-    one, and every table would say that nothing ran)."""
+def require_store(uri: str, timeout_s: float = 5) -> None:
+    """A one-line error for a local store that does not exist, is empty (MLflow would make a
+    store there, and every table would say that nothing ran) or is not a readable MLflow
+    store (:func:`medbench.store_check.check_store`: the file is left as it is)."""
     path = store_path(uri)
     if path is not None and not path.exists():
         raise ConfigError(f"leaderboard: no tracking store at {path} (train a run first, or "
                           f"name an existing store with --uri)")
+    if uri.startswith("sqlite:"):
+        check_store(uri, timeout_s, "--uri", create=False)
 
 
 def leaderboard(uri: str, results_dir: str | Path, out: str | None = None,

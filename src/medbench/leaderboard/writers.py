@@ -9,6 +9,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from medbench import atomic
 from medbench.config import REPO_ROOT
 from medbench.leaderboard.html import render_html
 from medbench.leaderboard.table import FamilyPart, LeaderboardTable
@@ -111,14 +112,16 @@ def _si(value) -> str:
 
 
 def write_all(tables: list[LeaderboardTable], out: Path, uri: str) -> list[Path]:
+    """Each file whole or not at all: a killed command leaves the previous tables."""
     out.mkdir(parents=True, exist_ok=True)
     note = caption(uri)
     written = []
     for table in tables:
         md, csv = out / f"{table.key}.md", out / f"{table.key}.csv"
-        md.write_text(to_markdown(table, note), encoding="utf-8")
-        table.frame.to_csv(csv, index=False, float_format="%.6g")
+        atomic.write_text(md, to_markdown(table, note))
+        with atomic.atomic_path(csv) as temp:
+            table.frame.to_csv(temp, index=False, float_format="%.6g")
         written += [md, csv]
     page = out / "leaderboards.html"
-    page.write_text(render_html(tables, "medbench leaderboards", note), encoding="utf-8")
+    atomic.write_text(page, render_html(tables, "medbench leaderboards", note))
     return [*written, page]

@@ -14,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from medbench import atomic
 from medbench.cache import cache_root
 
 PACKAGE = Path(__file__).resolve().parents[1]  # src/medbench
@@ -99,11 +99,7 @@ def read_json(path: Path) -> Any:
 def write_json(path: Path, value: Any) -> None:
     """Writes ``value`` atomically (a temporary file renamed); a read-only cache is skipped."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".part", delete=False,
-                                         encoding="utf-8") as handle:
-            json.dump(value, handle, indent=1, sort_keys=True)
-        Path(handle.name).replace(path)
+        atomic.write_text(path, json.dumps(value, indent=1, sort_keys=True))
     except OSError:
         pass
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medbench.errors import ConfigError
+from medbench.errors import ConfigError, first_line
 from medbench.registry import Registry
 
 MODELS = Registry("model")
@@ -82,31 +82,77 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool = False,
                     key: str = "model.pretrained_path") -> None:
     """Load a local state dict (or medbench/Lightning checkpoint) with weights_only=True.
 
-    Tensors whose shapes differ (a new classifier, other input channels) are skipped, so
-    fine-tuning to another class count works; loading nothing at all is an error. With
-    ``strict`` every tensor of the model must be matched (ensemble members, evaluation).
+    The input layer's tensors and the head's (those after the last one that fits) may differ
+    in shape (other input channels, a new class count: fine-tuning) and are then skipped;
+    another tensor of another shape (a checkpoint of another architecture), or nothing loaded
+    at all, is an error. With ``strict`` every tensor of the model must be matched (ensemble
+    members, evaluation).
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{key}: file not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling refused or not a torch file
-        raise ConfigError(
-            f"{key}: {path} is not a loadable weights file ({err})") from None
-    if isinstance(state, dict) and "state_dict" in state:
+    except Exception as err:  # unpickling refused, truncated, or not a torch file
+        reason = first_line(err).split(". ")[0]
+        raise ConfigError(f"{key}: {path} is truncated or not a loadable weights file "
+                          f"({reason})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = {k.removeprefix("net."): v for k, v in state["state_dict"].items()}
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ConfigError(f"{key}: {path} holds no state dict of tensors")
     own = model.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if keep_output_neurons:
         matched.update(_shared_output_rows(model, state))
     if not matched:
-        raise ConfigError(f"{key}: no tensor of {path} matches the model")
-    missing = sorted(set(own) - set(matched))
+        reshaped = [k for k in own if k in state]
+        first = f"'{reshaped[0]}' {_shapes(state, own, reshaped[0])}" if reshaped else (
+            f"its first key '{next(iter(state), '')}', the model's '{next(iter(own), '')}'")
+        raise ConfigError(f"{key}: no tensor of {path} matches the model ({first}): a "
+                          "checkpoint of another architecture?")
+    if not strict:
+        _check_body(model, state, own, matched, f"{key}: {path}")
+    missing = [k for k in own if k not in matched]
     if strict and missing:
+        why = _shapes(state, own, missing[0]) if missing[0] in state else "missing in the file"
         raise ConfigError(f"{path} does not fit the model: {len(missing)} tensor(s) missing or "
-                          f"of another shape, e.g. '{missing[0]}'")
+                          f"of another shape, e.g. '{missing[0]}' ({why})")
     model.load_state_dict(matched, strict=False)
+
+
+def _check_body(model: nn.Module, state: dict[str, torch.Tensor], own: dict[str, torch.Tensor],
+                matched: dict[str, torch.Tensor], where: str) -> None:
+    """Refuses a file whose tensors differ from the model's before the head (the tensors after
+    the last that fits: a new classifier) other than in the input layer: one of another
+    architecture. The file may hold more after its last fitting tensor (a classifier whose
+    encoder alone is loaded)."""
+    in_model = list(own)
+    head = max(in_model.index(k) for k in matched)
+    first = _input_layer(model)
+    odd = [k for k in in_model[:head] if k not in matched and k.rsplit(".", 1)[0] != first]
+    in_file = list(state)
+    extra = [k for k in in_file[:max(in_file.index(k) for k in matched)] if k not in own]
+    if odd:
+        why = _shapes(state, own, odd[0]) if odd[0] in state else "is missing in the file"
+        raise ConfigError(f"{where} does not fit the model: '{odd[0]}' {why} ({len(odd)} "
+                          "tensor(s) missing or of another shape before the head): a "
+                          "checkpoint of another architecture?")
+    if extra:
+        raise ConfigError(f"{where} does not fit the model: its '{extra[0]}' is not in the model "
+                          f"({len(extra)} such tensor(s) before the head): a checkpoint of "
+                          "another architecture?")
+
+
+def _shapes(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], name: str) -> str:
+    return f"is {list(state[name].shape)} in the file, {list(own[name].shape)} in the model"
+
+
+def _input_layer(model: nn.Module) -> str | None:
+    """The first module with a weight matrix or kernel (its shape follows the input channels)."""
+    return next((n for n, m in model.named_modules()
+                 if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() > 1),
+                None)
 
 
 def _shared_output_rows(model: nn.Module, state: dict[str, torch.Tensor]) -> dict:

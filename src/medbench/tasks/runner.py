@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from medbench.data.base import SplitDataModule
 from medbench.errors import ConfigError
+from medbench.tasks.checkpoint_io import AtomicCheckpointIO
 from medbench.tasks.progress import log_interval
 from medbench.tasks.rng import RngState
 
@@ -114,7 +115,10 @@ def fit_lightning(ctx: RunContext) -> RunOutcome:
         cfg.trainer, callbacks=[*build_callbacks(cfg, ctx.family, ctx.run_dir), RngState(),
                                 *ctx.callbacks],
         logger=list(ctx.loggers) or False, default_root_dir=str(ctx.run_dir),
-        log_every_n_steps=log_interval(cfg.trainer, ctx.datamodule))
+        log_every_n_steps=log_interval(cfg.trainer, ctx.datamodule),
+        # in code, not conf/: checkpoints written whole or not at all (a config key would
+        # change every stored config hash)
+        plugins=[AtomicCheckpointIO()])
     best, score, fit_seconds = None, None, None
     if cfg.trainer.max_epochs > 0:
         # resume=<run>: continue from the run's last checkpoint (model, optimiser, schedule,

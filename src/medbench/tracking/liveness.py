@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,10 +13,12 @@ import yaml
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from medbench.atomic import pid_alive
 from medbench.errors import ConfigError
 from medbench.tracking.checkpoints import last_checkpoint as _last_checkpoint
 
 HOST_TAG, PID_TAG = "medbench.host", "medbench.pid"
+KIND_TAG, WORKER_TAG = "medbench.kind", "medbench.worker."
 # how the store is reached, not what trained: a resume may change them
 REACH_KEYS = ("resume", "tracking.timeout_s", "tracking.retries")
 
@@ -30,27 +33,49 @@ def process_alive(tags: Mapping[str, str]) -> bool | None:
     untagged), where this machine cannot tell."""
     if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG):
         return None
-    try:
-        os.kill(int(tags[PID_TAG]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
+    return pid_alive(int(tags[PID_TAG]))
+
+
+def worker_tag() -> dict[str, str]:
+    """The tag a study's parent run gets from each worker that joins it (several workers, on
+    several hosts, share one parent run): ``medbench.worker.<host>.<pid>`` = ``<host> <pid>``."""
+    host, pid = socket.gethostname(), os.getpid()
+    return {f"{WORKER_TAG}{re.sub(r'[^A-Za-z0-9_.-]', '_', host)}.{pid}": f"{host} {pid}"}
+
+
+def workers_alive(tags: Mapping[str, str]) -> bool | None:
+    """Whether any worker of a study's parent run lives; None when one ran on another host (or
+    none is tagged: a study run of an older medbench), where this machine cannot tell."""
+    workers = [v.rsplit(" ", 1) for k, v in tags.items() if k.startswith(WORKER_TAG)]
+    verdicts = {process_alive({HOST_TAG: host, PID_TAG: pid}) for host, pid in workers}
+    if True in verdicts:
         return True
-    return True
+    return None if not verdicts or None in verdicts else False
 
 
 def orphaned_runs(client: MlflowClient) -> list[Run]:
-    """RUNNING runs whose process, on this host, is gone."""
+    """RUNNING runs whose process, on this host, is gone; a study's parent run, once every
+    worker that joined it is gone."""
     ids = [e.experiment_id for e in client.search_experiments()]
     running = client.search_runs(ids, "attributes.status = 'RUNNING'", max_results=50000)
-    return [r for r in running if process_alive(r.data.tags) is False]
+    return [r for r in running if _alive(r.data.tags) is False]
 
 
-def mark_killed(client: MlflowClient, run: Run) -> None:
+def _alive(tags: Mapping[str, str]) -> bool | None:
+    return workers_alive(tags) if tags.get(KIND_TAG) == "study" else process_alive(tags)
+
+
+def mark_killed(client: MlflowClient, run: Run) -> str:
+    """Ends an orphaned run KILLED, the reason in its ``error`` tag; returns the reason."""
     tags = run.data.tags
-    client.set_tag(run.info.run_id, "error",
-                   f"process {tags.get(PID_TAG)} on {tags.get(HOST_TAG)} died")
+    if tags.get(KIND_TAG) == "study":
+        pids = sorted(v for k, v in tags.items() if k.startswith(WORKER_TAG))
+        reason = f"every worker of the study died ({', '.join(pids)})"
+    else:
+        reason = f"process {tags.get(PID_TAG)} on {tags.get(HOST_TAG)} died"
+    client.set_tag(run.info.run_id, "error", reason)
     client.set_terminated(run.info.run_id, "KILLED")
+    return reason
 
 
 def resumable_run(client: MlflowClient, experiment_id: str, spec: str, runs_dir: Path,

@@ -10,14 +10,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
 
-from medbench.errors import ConfigError, RunStopped, interruption
+from medbench.errors import ConfigError, RunStopped, disk_fault, interruption
 from medbench.provenance import git_commit
 from medbench.tracking.liveness import process_tags
+from medbench.tracking.new_store import create_missing_store
 from medbench.uris import reach, redact, redact_value
 
 MAX_PARAM_LENGTH = 6000
@@ -93,15 +93,8 @@ class Tracker:
             raise ConfigError(f"tracking.uri: '{redact(uri)}' is not a URI (sqlite:///..., "
                               "http://...)")
         reach(uri, timeout_s, retries)
-        if uri.startswith("sqlite:///"):
-            # processes that open a new SQLite store at once race through MLflow's schema
-            # migrations (run when the client is built): the first creates it under a lock
-            path = Path(uri.removeprefix("sqlite:///"))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with FileLock(f"{path}.lock"):
-                self.client = MlflowClient(tracking_uri=uri)
-        else:
-            self.client = MlflowClient(tracking_uri=uri)
+        create_missing_store(uri, artifact_root)  # whole or not at all, by one process
+        self.client = MlflowClient(tracking_uri=uri)
         self.experiment_name = experiment_name
         self.artifact_root = artifact_root
         self.run_id: str | None = None
@@ -149,15 +142,18 @@ class Tracker:
             yield self
         except BaseException as err:
             self._flush()
-            err = interruption(err) or err  # Ctrl-C or SIGTERM, through Lightning's exit
+            raised, fault = err, disk_fault(err)  # a full disk: one line, as the error tag
+            err = interruption(err) or fault or err  # Ctrl-C or SIGTERM, via Lightning's exit
             name = type(err).__name__
             error = f"{name}: {redact(str(err)).splitlines()[0]}" if str(err).strip() else name
             self.client.set_tag(self.run_id, "error", error[:5000])
-            self.client.log_text(self.run_id, redact("".join(traceback.format_exception(err))),
-                                 "error.txt")
+            trace = traceback.format_exception(raised if fault is not None else err)
+            self.client.log_text(self.run_id, redact("".join(trace)), "error.txt")
             stopped = isinstance(err, (KeyboardInterrupt, RunStopped))
             status = "KILLED" if stopped else "FAILED"
             self.client.set_terminated(self.run_id, status)
+            if fault is not None:
+                raise fault from raised
             raise
         self._flush()
         self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))

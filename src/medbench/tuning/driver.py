@@ -62,8 +62,9 @@ def _run_study(cfg: DictConfig, overrides: list[str]) -> TuneResult:
     n_trials = int(settings["n_trials"])
     if settings["sampler"]["name"] == "grid":
         n_trials = min(n_trials, space.grid_size())
-    study = open_study(settings, space, name, direction)
-    lock = budget_lock(settings["storage"], name)
+    timeout_s = cfg.tracking.get("timeout_s", 5)  # a storage server's too
+    study = open_study(settings, space, name, direction, timeout_s)
+    lock = budget_lock(settings["storage"], name, timeout_s)
     parent = StudyRun(cfg, study, lock, {"study": _public(settings),
                                          "search": dict(cfg.search.params),
                                          "overrides": " ".join(train_overrides)})
@@ -86,6 +87,9 @@ def _run_study(cfg: DictConfig, overrides: list[str]) -> TuneResult:
         except BaseException as err:  # Ctrl-C, SIGTERM: the trial ends FAIL, not RUNNING
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             if interruption(err) is not None:
+                # queued again with its parameters: the study resumed runs what it would have
+                # (a dead worker's trial is queued by the heartbeat's retry callback)
+                study.enqueue_trial(trial.params, user_attrs={"interrupted_trial": trial.number})
                 parent.interrupted()
             raise
         _tell(study, trial, outcome)

@@ -14,8 +14,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from medbench import atomic  # noqa: E402
 from medbench.config import compose_config  # noqa: E402
 from medbench.tracking import Tracker, flatten, git_commit  # noqa: E402
+from medbench.tracking.liveness import worker_tag  # noqa: E402
 from medbench.uris import drop_secrets  # noqa: E402
 
 PARENT_ATTR = "mlflow_parent_run_id"
@@ -46,6 +48,8 @@ class StudyRun:
                 self.tracker.log_params(flatten(params))
                 study.set_user_attr(PARENT_ATTR, run_id)
         self.run_id = self.tracker.run_id = run_id
+        for key, value in worker_tag().items():  # `runs cleanup` ends it once all are gone
+            self.client.set_tag(run_id, key, value)
         if self.client.get_run(run_id).info.status != "RUNNING":
             self.client.update_run(run_id, status="RUNNING")  # a resumed study
 
@@ -166,5 +170,5 @@ def export_best(study: optuna.Study, overrides: list[str], export_dir: Path) -> 
     ]
     export_dir.mkdir(parents=True, exist_ok=True)
     path = export_dir / f"{study.study_name}.yaml"
-    path.write_text("\n".join(lines))
+    atomic.write_text(path, "\n".join(lines))
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import math
 import time
 import warnings
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from filelock import FileLock
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
-from medbench.errors import ConfigError
+from medbench.errors import ConfigError, first_line
 from medbench.tuning.space import SearchSpace
 from medbench.tuning.strategies import build_pruner, build_sampler
 from medbench.uris import redact
@@ -33,14 +34,15 @@ def is_finished(trial: optuna.trial.FrozenTrial) -> bool:
 
 
 def open_study(settings: dict[str, Any], space: SearchSpace, name: str,
-               direction: str) -> optuna.Study:
-    """Create the study, or load it when another worker (or an earlier run) created it."""
+               direction: str, timeout_s: float = 5) -> optuna.Study:
+    """Create the study, or load it when another worker (or an earlier run) created it; a
+    database server that does not answer fails after ``timeout_s`` (``tracking.timeout_s``)."""
     url = str(settings["storage"])
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     sampler = build_sampler(settings["sampler"], space, settings.get("seed"))
     # under the lock: workers starting together would race to create the schema and the study
-    with budget_lock(url, name), warnings.catch_warnings():
+    with budget_lock(url, name, timeout_s), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the retry callback is "experimental"
         try:
             storage = RDBStorage(
@@ -48,8 +50,7 @@ def open_study(settings: dict[str, Any], space: SearchSpace, name: str,
                 grace_period=int(settings["grace_period"]),
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                     max_retry=settings.get("max_retry")),
-                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite")
-                else None)
+                engine_kwargs={"connect_args": _connect_args(url, timeout_s)})
         except Exception as err:  # SQLAlchemy: bad URL, missing driver, unreachable server
             raise _unopened(url, err) from None
         return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
@@ -59,11 +60,21 @@ def open_study(settings: dict[str, Any], space: SearchSpace, name: str,
 
 def _unopened(url: str, err: Exception) -> ConfigError:
     """One line naming the storage without its password."""
-    reason = (redact(str(err)).splitlines() or [type(err).__name__])[0].strip()
+    reason = first_line(err, redact, limit=1000)
     return ConfigError(f"study.storage: cannot open '{redact(url)}' ({reason})")
 
 
-def budget_lock(url: str, name: str) -> contextlib.AbstractContextManager:
+def _connect_args(url: str, timeout_s: float) -> dict[str, Any]:
+    """SQLite waits up to 60 s for a lock; a server must answer within ``timeout_s`` (libpq and
+    MySQL count whole seconds, at least 2)."""
+    if url.startswith("sqlite"):
+        return {"timeout": 60}
+    if url.startswith(("postgresql", "mysql")):
+        return {"connect_timeout": max(2, math.ceil(float(timeout_s)))}
+    return {}
+
+
+def budget_lock(url: str, name: str, timeout_s: float = 5) -> contextlib.AbstractContextManager:
     """Serialises "count the trials, then ask for one" among the workers of study ``name``, so
     that together they start exactly ``n_trials``: a file lock beside a SQLite file, an
     advisory lock on PostgreSQL. Other server databases get no lock: two workers asking at the
@@ -71,22 +82,23 @@ def budget_lock(url: str, name: str) -> contextlib.AbstractContextManager:
     if url.startswith("sqlite:///"):
         return FileLock(url.removeprefix("sqlite:///") + ".lock")
     if url.startswith("postgresql"):
-        return _AdvisoryLock(url, name)
+        return _AdvisoryLock(url, name, timeout_s)
     return contextlib.nullcontext()
 
 
 class _AdvisoryLock:
     """A PostgreSQL session advisory lock keyed by the study name; reusable, like FileLock."""
 
-    def __init__(self, url: str, name: str) -> None:
+    def __init__(self, url: str, name: str, timeout_s: float = 5) -> None:
         digest = hashlib.sha256(f"medbench:{name}".encode()).digest()
         self.url, self.key = url, int.from_bytes(digest[:8], "big", signed=True)
+        self.timeout_s = timeout_s
 
     def __enter__(self) -> None:
         from sqlalchemy import text
 
         try:
-            self.connection = _lock_engine(self.url).connect()
+            self.connection = _lock_engine(self.url, self.timeout_s).connect()
         except Exception as err:  # no driver, a server that refuses: before any trial
             raise _unopened(self.url, err) from None
         self.connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": self.key})
@@ -101,10 +113,11 @@ class _AdvisoryLock:
 
 
 @functools.cache
-def _lock_engine(url: str):  # noqa: ANN202  (one small pool per storage URL)
+def _lock_engine(url: str, timeout_s: float = 5):  # noqa: ANN202  (a small pool per URL)
     import sqlalchemy
 
-    return sqlalchemy.create_engine(url, pool_size=1)
+    return sqlalchemy.create_engine(url, pool_size=1,
+                                    connect_args=_connect_args(url, timeout_s))
 
 
 def claim_trial(study: optuna.Study, n_trials: int, lock: contextlib.AbstractContextManager,
