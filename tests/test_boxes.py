@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from medbench.data.boxes import BoxDataModule, BoxWarning
+from medbench.data.box_checks import BoxWarning
+from medbench.data.boxes import BoxDataModule
 from medbench.errors import ConfigError, DataError
 
 CLASSES = ["RBC", "WBC", "Platelets"]

@@ -5,7 +5,7 @@ Every reader returns :class:`BoxRecord` s: the image file, its annotated size an
 ``(N, 4)`` float32 ``x_min, y_min, x_max, y_max`` in pixels with ``(N,)`` int64 class indices
 (the position of the object's name in ``classes``). Coordinates are kept as the file stores
 them (VOC's are 1-based pixel indices; no shift is applied, as in albumentations'
-``pascal_voc`` format). Boxes are checked afterwards (:func:`medbench.data.boxes.check_boxes`).
+``pascal_voc`` format). Boxes are checked afterwards (:func:`medbench.data.box_checks.check_boxes`).
 """
 
 from __future__ import annotations

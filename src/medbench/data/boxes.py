@@ -4,13 +4,12 @@ A config names the annotation format, the classes and, per split, an id list (VO
 id per line, as in VOC's ``ImageSets/Main/<split>.txt``) or a COCO JSON file. Images are read
 from their files on access. Every box is checked against its image: a box of zero area or one
 reaching outside the image is dropped with a :class:`BoxWarning` naming the file and the box
-(``strict: true`` rejects it with a one-line :class:`DataError` instead), so a defective
-annotation never crashes a run.
+(``strict: true`` rejects it with a one-line :class:`DataError` instead; ``box_checks``), so a
+defective annotation never crashes a run.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from medbench.data.base import SPLITS, DatasetInfo, SplitDataModule
+from medbench.data.box_checks import check_boxes
 from medbench.data.box_formats import UNKNOWN_CLASSES, BoxRecord, read_coco, read_voc
 from medbench.data.files import FileSource
 from medbench.data.registry import register_datamodule
@@ -28,40 +28,6 @@ from medbench.errors import ConfigError, DataError
 FORMATS = ("voc", "coco")
 DEFAULT_TEMPLATES = {"voc": ("JPEGImages/{id}.jpg", "Annotations/{id}.xml"),
                      "coco": ("{file_name}", None)}
-
-
-class BoxWarning(UserWarning):
-    """A box was dropped while loading (zero area, or outside its image)."""
-
-
-def box_problem(box: np.ndarray, width: int, height: int) -> str | None:
-    """Why a box cannot be used (None: it can): zero area, or a side outside the image."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    if not np.isfinite(box).all():
-        return "has a non-finite coordinate"
-    if x1 <= x0 or y1 <= y0:
-        return "has zero area"
-    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-        return f"reaches outside the {width}x{height} image"
-    return None
-
-
-def check_boxes(record: BoxRecord, classes: Sequence[str], strict: bool = False) -> BoxRecord:
-    """The record without its unusable boxes, one warning for each (``strict``: an error)."""
-    keep = np.ones(len(record.boxes), bool)
-    for i, box in enumerate(record.boxes):
-        problem = box_problem(box, record.width, record.height)
-        if problem is None:
-            continue
-        corners = ", ".join(f"{v:g}" for v in box)
-        message = (f"{record.source}: box {i} ({classes[record.labels[i]]}) [{corners}] "
-                   f"{problem}")
-        if strict:
-            raise DataError(f"{message} (data.strict=true rejects it; false drops it)")
-        warnings.warn(f"{message}: dropped", BoxWarning, stacklevel=2)
-        keep[i] = False
-    record.boxes, record.labels = record.boxes[keep], record.labels[keep]
-    return record
 
 
 @register_datamodule("boxes")

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
+from medbench.data import mask_checks as checks
 from medbench.data.base import SPLITS, DatasetInfo, SplitDataModule
-from medbench.data.mask_files import describe, natural, read_pixels
+from medbench.data.mask_files import natural, read_pixels
 from medbench.data.patches import ListSource, PatchDataset
 from medbench.data.registry import register_datamodule
 from medbench.data.sources import ImageSource, file_ids
@@ -152,42 +153,23 @@ class ImageMaskDataModule(SplitDataModule):
         dims = self.info.spatial_dims
         image, spacing = read_pixels(image_path, "image", "L" if self.in_chans == 1 else "RGB")
         image = image[..., None] if image.ndim == dims else image
-        if image.ndim != dims + 1 or image.shape[-1] != self.in_chans:
-            raise DataError(f"image {image_path} has shape {image.shape}: expected {dims} "
-                            f"spatial axes and {self.in_chans} channel(s) (data.spatial_dims, "
-                            f"data.in_chans)")
+        checks.check_image(image, image_path, dims, self.in_chans)
         if self.channels is not None:
             image = np.ascontiguousarray(image[..., self.channels])
         raw = read_pixels(mask_path, "mask")[0]
-        if raw.ndim != dims:
-            raise DataError(f"mask {mask_path} has shape {raw.shape}, expected a single-channel "
-                            f"label {'image' if dims == 2 else 'volume'}")
+        checks.check_single_channel(raw, mask_path, dims)
         fov = np.ones(raw.shape, np.uint8)
         if fov_path is not None:
             fov = read_pixels(fov_path, "field-of-view file")[0]
             fov = (fov.max(axis=-1) if fov.ndim == dims + 1 else fov) > 0
         for path, array in ((mask_path, raw), (fov_path, fov)):
-            if array.shape != image.shape[:dims]:
-                raise DataError(f"{path} is {describe(array.shape)} but its image {image_path} "
-                                f"is {describe(image.shape[:dims])}: expected the same size")
-        target = {"mask": self._classes(raw, mask_path), "fov": fov.astype(np.uint8)}
+            checks.check_same_size(path, array.shape, image_path, image.shape[:dims])
+        target = {"mask": checks.mask_classes(raw, mask_path, self.info.num_classes,
+                                              self.mask_values),
+                  "fov": fov.astype(np.uint8)}
         if spacing is not None:
             target["spacing"] = np.asarray(spacing[:dims], dtype=np.float64)
         return image, target
-
-    def _classes(self, raw: np.ndarray, path: Path,
-                 values: Mapping[int, int] | None = None) -> np.ndarray:
-        """Stored mask values as class indices (int64), every value checked."""
-        found = np.unique(raw)
-        values = self.mask_values if values is None else values
-        allowed = list(range(self.info.num_classes)) if values is None else sorted(values)
-        if not np.isin(found, allowed).all():
-            raise DataError(f"mask {path} has values {found.tolist()}; allowed: {allowed} "
-                            f"(data.mask_values)")
-        if values is None:
-            return raw.astype(np.int64)
-        classes = np.array([values[k] for k in allowed], dtype=np.int64)
-        return classes[np.searchsorted(np.array(allowed), raw)]
 
     def load_splits(self) -> dict[str, tuple[ImageSource, list[dict[str, np.ndarray]]]]:
         if not self.root.is_dir():
@@ -219,10 +201,9 @@ class ImageMaskDataModule(SplitDataModule):
         """The second reader's mask of ``image``, as class indices."""
         path = self._companion(split, image, self._file_id(image, split), "observer")
         raw = read_pixels(path, "observer mask")[0]
-        if raw.shape != shape:
-            raise DataError(f"{path} is {describe(raw.shape)} but its image {image} is "
-                            f"{describe(shape)}: expected the same size")
-        return self._classes(raw, path, self.observer_values)
+        checks.check_same_size(path, raw.shape, image, shape)
+        values = self.mask_values if self.observer_values is None else self.observer_values
+        return checks.mask_classes(raw, path, self.info.num_classes, values)
 
     def _dataset(self, split: str, augmented: bool) -> Dataset:
         """Training: random patches (:class:`PatchDataset`); otherwise whole images."""
