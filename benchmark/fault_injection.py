@@ -347,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd.run(["--help"])  # starts the forkserver: the timings below are the commands'
         summary: dict[str, Any] = {
             "command": f"python benchmark/fault_injection.py --trials {options.trials} "
-                       f"--seed {options.seed}",
+                       f"--seed {options.seed}" + (" --template-store <an empty store>"
+                                                   if options.template_store else ""),
             "machine": machine()}
         with ThreadPoolExecutor(2) as pool:  # the two longest side by side, on 2+ cores
             trains = pool.submit(train_trials, cmd, base, options.trials,

@@ -11,15 +11,19 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from medbench.atomic import temp_suffix
-from medbench.config import REPO_ROOT
+from medbench.config import REPO_ROOT, compose_config
 from medbench.tracking.liveness import orphaned_runs, worker_tag, workers_alive
 from medbench.tracking.new_store import create_missing_store
+from medbench.tuning.space import SearchSpace
+from medbench.tuning.study import budget_lock, claim_trial, open_study
 
 HARNESS = REPO_ROOT / "benchmark" / "fault_injection.py"
 
@@ -96,3 +100,24 @@ def test_a_study_run_is_orphaned_once_every_worker_is_gone(results_dir):
                                             f"medbench.worker.{host}.{pid}": f"{host} {pid}"})
     [orphan] = orphaned_runs(client)
     assert orphan.data.tags[f"medbench.worker.{host}.{dead.pid}"] == f"{host} {dead.pid}"
+
+
+def test_a_worker_killed_right_after_asking_leaves_a_trial_the_next_one_runs(tmp_path):
+    """Killed between Optuna's ask and its first heartbeat, a worker left a RUNNING trial that
+    no heartbeat could fail: every later worker of the study waited for it for ever."""
+    cfg = compose_config(["search=optimizer", f"paths.results_dir={tmp_path}",
+                          "study.heartbeat_interval=1", "study.grace_period=1"], "tune")
+    settings = OmegaConf.to_container(cfg.study, resolve=True)
+    space = SearchSpace(OmegaConf.to_container(cfg.search.params, resolve=True))
+    study = open_study(settings, space, "killed", "maximize")
+    lock = budget_lock(settings["storage"], "killed")
+    dead = claim_trial(study, 1, lock, space, 0.1)  # ... and its worker dies here
+    time.sleep(2.5)  # past the grace period
+    claimed = []
+    worker = threading.Thread(target=lambda: claimed.append(
+        claim_trial(study, 1, lock, space, 0.1)), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert claimed, "the next worker still waits for the dead one's trial"
+    [again] = claimed
+    assert again.number != dead.number and again.params == dead.params  # queued again

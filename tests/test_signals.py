@@ -83,3 +83,38 @@ def test_a_signal_during_tune_ends_the_trial_and_the_study_run_killed(results_di
     assert (stopped.state, queued.state) == (optuna.trial.TrialState.FAIL,
                                              optuna.trial.TrialState.WAITING)
     assert queued.system_attrs["fixed_params"] == stopped.params  # its params once it runs
+
+
+def test_a_signal_waits_for_a_store_write_to_end():
+    """Raised inside a SQLite transaction of MLflow's store, the stop left the write lock held:
+    the writes that end the run KILLED then failed on "database is locked" (seen under load).
+    Inside ``deferred`` (every tracker store call) the stop comes once the call returns."""
+    import os
+
+    from medbench import signals
+    from medbench.errors import Interrupted
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        signals.install()
+        done = []
+        with pytest.raises(Interrupted, match="SIGTERM"):
+            with signals.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)  # the handler has run: the section goes on
+                done.append("write")
+        assert done == ["write"]
+        with pytest.raises(Interrupted):  # outside a section: at once
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        with pytest.raises(KeyboardInterrupt):  # Ctrl-C twice: the second does not wait
+            with signals.deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+                done.append("not reached")
+        assert done == ["write"]
+    finally:
+        signal.signal(signal.SIGTERM, before[0])
+        signal.signal(signal.SIGINT, before[1])

@@ -7,7 +7,8 @@ import signal
 import sys
 from collections.abc import Callable
 
-from medbench.errors import Interrupted, MedbenchError, disk_fault, interruption
+from medbench import signals
+from medbench.errors import MedbenchError, disk_fault, interruption
 from medbench.uris import redact
 
 COMMANDS = {
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"train": _train, "tune": _tune, "trial": _trial, "runs": _runs,
                "reproduce": _reproduce, "leaderboard": _leaderboard, "models": _models,
                "datasets": _datasets}[args.command]
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a run ends KILLED, as on Ctrl-C
+    signals.install()  # SIGTERM ends a run KILLED, as Ctrl-C does; neither mid-store-write
     try:
         return handler(args.overrides)
     except MedbenchError as err:
@@ -270,10 +271,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: stopped by {name}: a run in progress ended KILLED (resume=<run id> "
               f"continues it)", file=sys.stderr)
         return 128 + getattr(signal, name)
-
-
-def _stop_on_sigterm(signum: int, _frame: object) -> None:
-    raise Interrupted(signal.Signals(signum).name)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from medbench.errors import ConfigError, RunStopped, disk_fault, interruption
 from medbench.provenance import git_commit
+from medbench.signals import Uninterrupted
 from medbench.tracking.liveness import process_tags
 from medbench.tracking.new_store import create_missing_store
 from medbench.uris import reach, redact, redact_value
@@ -94,7 +95,8 @@ class Tracker:
                               "http://...)")
         reach(uri, timeout_s, retries)
         create_missing_store(uri, artifact_root)  # whole or not at all, by one process
-        self.client = MlflowClient(tracking_uri=uri)
+        # every store call whole: a signal waits for it (medbench.signals)
+        self.client = Uninterrupted(MlflowClient(tracking_uri=uri))
         self.experiment_name = experiment_name
         self.artifact_root = artifact_root
         self.run_id: str | None = None

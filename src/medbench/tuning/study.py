@@ -139,7 +139,12 @@ def claim_trial(study: optuna.Study, n_trials: int, lock: contextlib.AbstractCon
             pending = [t for t in trials if t.state in PENDING]
             queued = any(t.state == TrialState.WAITING for t in pending)
             if finished + len(pending) < n_trials or queued:  # ask() pops a queued trial first
-                return study.ask(fixed_distributions=space.distributions)
+                trial = study.ask(fixed_distributions=space.distributions)
+                # its first heartbeat now, not when the trial starts training: Optuna fails only
+                # trials that have one, and a worker killed in between left a trial RUNNING
+                # that every later worker waited on for ever (found by fault injection)
+                study._storage.record_heartbeat(trial._trial_id)
+                return trial
         if finished >= n_trials:
             return None
         time.sleep(poll_seconds)

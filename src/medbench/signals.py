@@ -1,0 +1,70 @@
+"""Ctrl-C and SIGTERM stop a command, but never in the middle of a tracking-store write.
+
+Python raises a signal's exception wherever the main thread happens to be. Raised inside a
+SQLite transaction of MLflow's store, it left that connection holding the write lock, so the
+writes that end the run KILLED waited out SQLite's busy timeout and failed ("database is
+locked": the run stayed RUNNING, exit 1). The handlers here raise at once, except inside
+:func:`deferred` (the tracker wraps every store call in it), where the stop waits until the
+call returns. A second Ctrl-C inside a deferred call still raises at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+from medbench.errors import Interrupted
+
+_depth = 0  # deferred() sections open (signal handlers run in the main thread only)
+_pending: BaseException | None = None
+
+
+def install() -> None:
+    """Handlers for SIGINT (KeyboardInterrupt, as Python's own) and SIGTERM (Interrupted)."""
+    signal.signal(signal.SIGTERM, _handler)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _handler)
+
+
+def _handler(signum: int, _frame: object) -> None:
+    global _pending
+    stop = KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(
+        signal.Signals(signum).name)
+    if _depth == 0 or _pending is not None:  # not in a store call, or asked twice
+        _pending = None
+        raise stop
+    _pending = stop
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """A section a signal does not interrupt: its stop is raised once the section ends."""
+    global _depth, _pending
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if _depth == 0 and _pending is not None:
+            stop, _pending = _pending, None
+            raise stop
+
+
+class Uninterrupted:
+    """``target``'s methods, each called inside :func:`deferred` (an MLflow client)."""
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with deferred():
+                return value(*args, **kwargs)
+
+        return call
