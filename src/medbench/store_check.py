@@ -177,7 +177,7 @@ def _check_server(uri: str, timeout_s: float, setting: str) -> None:
     where = f"tracking store {shown(uri)}"
     try:
         engine = sqlalchemy.create_engine(uri, poolclass=NullPool,
-                                          connect_args=_timeout_args(uri, seconds))
+                                          connect_args=server_connect_args(uri, timeout_s))
     except ModuleNotFoundError as err:
         package = DRIVERS.get(str(err.name), err.name)
         dialect = uri.split(":", 1)[0].split("+", 1)[0]
@@ -199,7 +199,10 @@ def _check_server(uri: str, timeout_s: float, setting: str) -> None:
         engine.dispose()
 
 
-def _timeout_args(uri: str, seconds: int) -> dict[str, int]:
+def server_connect_args(uri: str, timeout_s: float) -> dict[str, int]:
+    """SQLAlchemy ``connect_args`` bounding a database server's answer by ``timeout_s`` (libpq
+    and MySQL count whole seconds, at least 2); {} for other URIs."""
+    seconds = max(2, math.ceil(float(timeout_s)))
     scheme = uri.split(":", 1)[0]
     if scheme.startswith(("postgresql", "mysql")):
         return {"connect_timeout": seconds}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import math
 import time
 import warnings
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.trial import TrialState
 
 from medbench.errors import ConfigError, first_line
+from medbench.store_check import server_connect_args
 from medbench.tuning.space import SearchSpace
 from medbench.tuning.strategies import build_pruner, build_sampler
 from medbench.uris import redact
@@ -65,13 +65,8 @@ def _unopened(url: str, err: Exception) -> ConfigError:
 
 
 def _connect_args(url: str, timeout_s: float) -> dict[str, Any]:
-    """SQLite waits up to 60 s for a lock; a server must answer within ``timeout_s`` (libpq and
-    MySQL count whole seconds, at least 2)."""
-    if url.startswith("sqlite"):
-        return {"timeout": 60}
-    if url.startswith(("postgresql", "mysql")):
-        return {"connect_timeout": max(2, math.ceil(float(timeout_s)))}
-    return {}
+    """SQLite waits up to 60 s for a lock; a server must answer within ``timeout_s``."""
+    return {"timeout": 60} if url.startswith("sqlite") else server_connect_args(url, timeout_s)
 
 
 def budget_lock(url: str, name: str, timeout_s: float = 5) -> contextlib.AbstractContextManager:
