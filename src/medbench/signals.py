@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,6 +43,9 @@ def _handler(signum: int, _frame: object) -> None:
 def deferred() -> Iterator[None]:
     """A section a signal does not interrupt: its stop is raised once the section ends."""
     global _depth, _pending
+    if threading.current_thread() is not threading.main_thread():
+        yield  # a signal interrupts the main thread only; a stop raised here would be lost
+        return
     _depth += 1
     try:
         yield
