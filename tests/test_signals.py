@@ -116,5 +116,16 @@ def test_a_signal_waits_for_a_store_write_to_end():
                 done.append("not reached")
         assert done == ["write"]
     finally:
-        signal.signal(signal.SIGTERM, before[0])
-        signal.signal(signal.SIGINT, before[1])
+        signals.uninstall()
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_the_handlers_are_given_back_when_a_command_returns(results_dir, capsys):
+    """After the command's work (its one line said too), a SIGTERM ends the process as its
+    default does; raised during the interpreter's exit it was a traceback and exit 1."""
+    from medbench.cli import main
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    assert main(["train", "model=no_such_model", f"paths.results_dir={results_dir}"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before

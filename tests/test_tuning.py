@@ -187,6 +187,44 @@ def test_failing_trial_is_recorded_and_the_study_goes_on(tune_args, results_dir)
     assert {r.data.tags["optuna.state"] for r in runs} == {"FAIL", "COMPLETE"}
 
 
+def test_workers_ending_together_summarise_the_study_once(results_dir):
+    """Every worker that sees the last trial finish ends the study; two doing it at once wrote
+    the same tags together and the second insert failed (IntegrityError, exit 1)."""
+    import threading
+
+    from medbench.tuning.outputs import StudyRun
+    from medbench.tuning.study import budget_lock
+
+    storage = f"sqlite:///{results_dir}/optuna.db"
+    study = optuna.create_study(study_name="ends", storage=storage, direction="maximize")
+    for number, value in enumerate((0.6, 0.8)):
+        study.add_trial(optuna.trial.create_trial(
+            params={"lr": 0.01 * (number + 1)}, value=value,
+            distributions={"lr": optuna.distributions.FloatDistribution(1e-3, 1.0)}))
+    cfg = compose_config(["search=optimizer", f"paths.results_dir={results_dir}"],
+                         config_name="tune")
+    workers = [StudyRun(cfg, study, budget_lock(storage, "ends"), {}) for _ in range(2)]
+    start, errors = threading.Barrier(2), []
+
+    def finish(worker: StudyRun) -> None:
+        start.wait()
+        try:
+            worker.finish(results_dir / "studies" / "ends", None)
+        except Exception as err:  # noqa: BLE001  (any failure is the finding)
+            errors.append(err)
+
+    threads = [threading.Thread(target=finish, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    client, [parent] = runs_of(results_dir, "study")
+    assert parent.info.status == "FINISHED" and parent.data.tags["best_trial"] == "1"
+    assert parent.data.tags["best.lr"] == "0.02"
+    assert len(client.get_metric_history(parent.info.run_id, "best_value")) == 1
+
+
 def test_two_workers_share_one_study_exactly(tune_args, results_dir):
     args = tune_args("study.n_trials=5", "study.name=shared", "study/pruner=none", epochs=2)
     workers = [worker(args) for _ in range(2)]

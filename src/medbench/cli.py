@@ -255,23 +255,28 @@ def main(argv: list[str] | None = None) -> int:
     signals.install()  # SIGTERM ends a run KILLED, as Ctrl-C does; neither mid-store-write
     try:
         return handler(args.overrides)
-    except MedbenchError as err:
-        print(f"error: {redact(str(err))}", file=sys.stderr)
-        return 1
-    except OSError as err:  # a full or read-only disk outside a run (a run converts its own)
-        if disk_fault(err) is None:
-            raise
-        print(f"error: {redact(str(disk_fault(err)))}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, SystemExit) as err:
-        stop = interruption(err)
-        if stop is None:
-            raise
+    except BaseException as err:
+        signals.uninstall()  # the one line below is said whatever signal follows
+        return _exit_code(err)
+    finally:
+        signals.uninstall()
+
+
+def _exit_code(err: BaseException) -> int:
+    """The exit status of a command that raised ``err``, once its one line is said; any other
+    error raises on (a bug: its traceback is the report)."""
+    stop = interruption(err) if isinstance(err, (KeyboardInterrupt, SystemExit)) else None
+    if stop is not None:
         name = getattr(stop, "signal_name", "SIGINT")
         print(f"error: stopped by {name}: a run in progress ended KILLED (resume=<run id> "
               f"continues it)", file=sys.stderr)
         return 128 + getattr(signal, name)
-
+    # a full or read-only disk outside a run (a run converts its own)
+    fault = disk_fault(err) if isinstance(err, OSError) else None
+    if not isinstance(err, MedbenchError) and fault is None:
+        raise err
+    print(f"error: {redact(str(fault or err))}", file=sys.stderr)
+    return 1
 
 if __name__ == "__main__":
     sys.exit(main())

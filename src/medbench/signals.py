@@ -22,11 +22,28 @@ _depth = 0  # deferred() sections open (signal handlers run in the main thread o
 _pending: BaseException | None = None
 
 
+_replaced: dict[int, Any] = {}  # signal -> the handler install() replaced
+
+
 def install() -> None:
     """Handlers for SIGINT (KeyboardInterrupt, as Python's own) and SIGTERM (Interrupted)."""
-    signal.signal(signal.SIGTERM, _handler)
+    wanted = [signal.SIGTERM]
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _handler)
+        wanted.append(signal.SIGINT)
+    for signum in wanted:
+        _replaced.setdefault(signum, signal.getsignal(signum))
+        signal.signal(signum, _handler)
+
+
+def uninstall() -> None:
+    """The handlers :func:`install` replaced, back: once a command's work is done, a stop ends
+    the process as it would have before (SIGTERM's default: the process ends by the signal),
+    never as an exception raised in the interpreter's exit (a traceback, exit 1)."""
+    global _pending
+    while _replaced:
+        signum, handler = _replaced.popitem()
+        signal.signal(signum, handler)
+    _pending = None
 
 
 def _handler(signum: int, _frame: object) -> None:

@@ -12,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
+from mlflow.entities import Metric, RunTag  # noqa: E402
+from mlflow.utils.time import get_current_time_millis  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from medbench import atomic  # noqa: E402
@@ -33,7 +35,7 @@ class StudyRun:
                                cfg.tracking.artifact_root,
                                timeout_s=cfg.tracking.get("timeout_s", 5),
                                retries=cfg.tracking.get("retries", 2))
-        self.client, self.study = self.tracker.client, study
+        self.client, self.study, self.lock = self.tracker.client, study, lock
         with lock:
             run_id = study.user_attrs.get(PARENT_ATTR)
             if run_id is None or not self._exists(run_id):
@@ -88,17 +90,24 @@ class StudyRun:
         return run_id
 
     def finish(self, out_dir: Path, exported: Path | None) -> None:
-        best = best_trial(self.study)
-        if best is not None:
-            self.client.log_metric(self.run_id, "best_value", best.value)
-            self.client.set_tag(self.run_id, "best_trial", str(best.number))
-            for key, value in best.params.items():
-                self.client.set_tag(self.run_id, f"best.{key}", str(value))
-        for path in study_plots(self.study, out_dir):
-            self.tracker.log_artifact(path, "plots")
-        if exported is not None:
-            self.tracker.log_artifact(exported)
-        self.client.set_terminated(self.run_id, "FINISHED")
+        """The study's summary on its parent run, which ends FINISHED; written once, by the
+        first worker to see every trial finished (two writing the same tags at once collided
+        in the store: the second insert of ``best_trial`` failed, exit 1)."""
+        with self.lock:
+            if self.client.get_run(self.run_id).info.status == "FINISHED":
+                return  # another worker summarised it
+            best = best_trial(self.study)
+            if best is not None:
+                tags = {"best_trial": str(best.number),
+                        **{f"best.{key}": str(value) for key, value in best.params.items()}}
+                self.client.log_batch(self.run_id, metrics=[Metric("best_value", best.value,
+                                                                   get_current_time_millis(), 0)],
+                                      tags=[RunTag(k, v) for k, v in tags.items()])
+            for path in study_plots(self.study, out_dir):
+                self.tracker.log_artifact(path, "plots")
+            if exported is not None:
+                self.tracker.log_artifact(exported)
+            self.client.set_terminated(self.run_id, "FINISHED")
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
