@@ -161,6 +161,17 @@ def test_leaderboard_command_writes_every_format(store, tmp_path, capsys):
     assert "| 3 | gao2014_six_layer_hep2 | 4.3.2 |" in text and "≈" in text
     frame = pd.read_csv(out / "table10_classification.csv")
     assert list(frame["rank"]) == [1, 2, 3] and frame["auc_p"].isna().sum() == 1
+    # and for a paper: booktabs LaTeX, the same rows, the best in bold, every special escaped
+    tex = (out / "table10_classification.tex").read_text()
+    assert tex.count(r"\begin{table}") == 1 and r"\label{tab:table10_classification}" in tex
+    body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
+    assert [line.split(" & ")[1] for line in body] == [
+        m.replace("_", r"\_") for m in frame["method"]]
+    assert len({line.count(" & ") for line in tex.splitlines() if " & " in line}) == 1
+    auc = [line.split(" & ")[6] for line in body]  # rank, method, dataset, data, reported, runs
+    assert auc[0].startswith(r"\textbf{") and not any("textbf" in a for a in auc[1:])
+    assert tex.count("{") == tex.count("}")
+    assert "_" not in tex.replace(r"\_", "").replace("tab:table10_classification", "")
 
 
 def test_cross_validation_folds_are_stratified_and_keep_patients_together():

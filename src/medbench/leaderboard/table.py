@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -58,3 +59,18 @@ class LeaderboardTable:
         if "family" not in self.frame:
             return [(self.parts[0], self.frame)]
         return [(part, self.frame[self.frame["family"] == part.family]) for part in self.parts]
+
+
+def missing(value: object) -> bool:
+    """A cell without a value (None or NaN)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def si(value: object) -> str:
+    """A count with an SI suffix (12.3 M); "–" when missing."""
+    if missing(value):
+        return "–"
+    for scale, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if value >= scale:
+            return f"{value / scale:.1f}{suffix}"
+    return f"{value:.0f}"

@@ -1,8 +1,8 @@
-"""Leaderboard files: a Markdown and a CSV file per table, one self-contained HTML page."""
+"""Leaderboard files: a Markdown, a CSV and a LaTeX file per table, one self-contained HTML
+page."""
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import sys
@@ -12,7 +12,8 @@ from pathlib import Path
 from medbench import atomic
 from medbench.config import REPO_ROOT
 from medbench.leaderboard.html import render_html
-from medbench.leaderboard.table import FamilyPart, LeaderboardTable
+from medbench.leaderboard.latex import to_latex
+from medbench.leaderboard.table import FamilyPart, LeaderboardTable, missing, si
 from medbench.provenance import git_commit
 from medbench.uris import redact
 
@@ -62,7 +63,7 @@ def _markdown_rows(part: FamilyPart, frame) -> list[str]:
         cells = [str(row["rank"]), row["method"], row["section"], row["model"], row["dataset"],
                  row["data"], row["reported"], str(row["runs"])]
         cells += [_metric_cell(row, m) for m in part.metrics]
-        cells += [_si(row["params"]), _si(row["macs"]), _num(row["train_s"], 1),
+        cells += [si(row["params"]), si(row["macs"]), _num(row["train_s"], 1),
                   _infer(row), row["tuning"]]
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
     if not len(frame):
@@ -72,10 +73,10 @@ def _markdown_rows(part: FamilyPart, frame) -> list[str]:
 
 def _metric_cell(row: dict, metric: str) -> str:
     mean = row[f"{metric}_mean"]
-    if _missing(mean):
+    if missing(mean):
         return "–"
     text = f"{mean:.3f}"
-    if not _missing(row[f"{metric}_std"]):
+    if not missing(row[f"{metric}_std"]):
         text += f" ± {row[f'{metric}_std']:.3f}"
     if row.get("runs") == 1:  # one run has no interval
         text += " [n/a]"
@@ -86,29 +87,16 @@ def _metric_cell(row: dict, metric: str) -> str:
     return f"≈ {text} (p={row[f'{metric}_p']:.2f})" if row[f"{metric}_tied"] else text
 
 
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def _infer(row: dict) -> str:
     """The network's forward passes per image; runs before that was timed: the whole test
     loop's, which includes loading the images."""
-    if not _missing(row.get("infer_model_ms")):
+    if not missing(row.get("infer_model_ms")):
         return f"{row['infer_model_ms']:.2f}"
-    return "–" if _missing(row["infer_ms"]) else f"{row['infer_ms']:.2f} (incl. loading)"
+    return "–" if missing(row["infer_ms"]) else f"{row['infer_ms']:.2f} (incl. loading)"
 
 
 def _num(value, digits: int) -> str:
-    return "–" if _missing(value) else f"{value:.{digits}f}"
-
-
-def _si(value) -> str:
-    if _missing(value):
-        return "–"
-    for scale, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
-        if value >= scale:
-            return f"{value / scale:.1f}{suffix}"
-    return f"{value:.0f}"
+    return "–" if missing(value) else f"{value:.{digits}f}"
 
 
 def write_all(tables: list[LeaderboardTable], out: Path, uri: str) -> list[Path]:
@@ -117,11 +105,12 @@ def write_all(tables: list[LeaderboardTable], out: Path, uri: str) -> list[Path]
     note = caption(uri)
     written = []
     for table in tables:
-        md, csv = out / f"{table.key}.md", out / f"{table.key}.csv"
+        md, csv, tex = (out / f"{table.key}{suffix}" for suffix in (".md", ".csv", ".tex"))
         atomic.write_text(md, to_markdown(table, note))
+        atomic.write_text(tex, to_latex(table, note))
         with atomic.atomic_path(csv) as temp:
             table.frame.to_csv(temp, index=False, float_format="%.6g")
-        written += [md, csv]
+        written += [md, csv, tex]
     page = out / "leaderboards.html"
     atomic.write_text(page, render_html(tables, "medbench leaderboards", note))
     return [*written, page]
