@@ -225,6 +225,19 @@ def test_workers_ending_together_summarise_the_study_once(results_dir):
     assert len(client.get_metric_history(parent.info.run_id, "best_value")) == 1
 
 
+def test_a_study_stopped_by_its_timeout_ends_finished_with_its_best_so_far(tune_args,
+                                                                           results_dir):
+    """study.timeout: the trial in progress finishes, no other starts; the parent run ends
+    FINISHED with the best so far and why it stopped (it stayed RUNNING for ever)."""
+    result = tune(tune_args("study.n_trials=20", "study.timeout=1", "study.name=timed",
+                            "study/pruner=none", "+trainer.limit_train_batches=2", epochs=1))
+    assert result.finished == 1 and result.exported is None
+    _, [parent] = runs_of(results_dir, "study")
+    assert parent.info.status == "FINISHED" and parent.data.tags["best_trial"] == "0"
+    assert parent.data.tags["optuna.stopped"] == (
+        "study.timeout (1 s) reached after 1 of 20 trials")
+
+
 def test_two_workers_share_one_study_exactly(tune_args, results_dir):
     args = tune_args("study.n_trials=5", "study.name=shared", "study/pruner=none", epochs=2)
     workers = [worker(args) for _ in range(2)]

@@ -104,10 +104,13 @@ def _run_study(cfg: DictConfig, overrides: list[str]) -> TuneResult:
         raise TrainingError(f"study {name}: {failures} trials in a row failed, the last with "
                             f"{outcome['error']} (see study.max_consecutive_failures)")
     result.finished = finished_count(study)
+    out_dir = Path(cfg.paths.results_dir) / "studies" / name
     if result.finished >= n_trials:
-        out_dir = Path(cfg.paths.results_dir) / "studies" / name
         result.exported = export_best(study, train_overrides, Path(settings["export_dir"]))
         parent.finish(out_dir, result.exported)
+    elif time.monotonic() >= deadline:  # study.timeout: the study so far, resumable
+        parent.finish(out_dir, None, stopped=f"study.timeout ({settings['timeout']} s) reached "
+                      f"after {result.finished} of {n_trials} trials")
     result.best = best_trial(study)
     return result
 

@@ -89,20 +89,27 @@ class StudyRun:
                                    step=number)
         return run_id
 
-    def finish(self, out_dir: Path, exported: Path | None) -> None:
+    def finish(self, out_dir: Path, exported: Path | None, stopped: str | None = None) -> None:
         """The study's summary on its parent run, which ends FINISHED; written once, by the
         first worker to see every trial finished (two writing the same tags at once collided
-        in the store: the second insert of ``best_trial`` failed, exit 1)."""
+        in the store: the second insert of ``best_trial`` failed, exit 1). ``stopped``: why
+        the study ended before its budget (tag ``optuna.stopped``); while another worker
+        still trains a trial, the run stays RUNNING (that worker ends it)."""
         with self.lock:
             if self.client.get_run(self.run_id).info.status == "FINISHED":
                 return  # another worker summarised it
+            if stopped is not None and self.study.get_trials(
+                    deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                return
             best = best_trial(self.study)
+            tags = {} if stopped is None else {"optuna.stopped": stopped}
             if best is not None:
-                tags = {"best_trial": str(best.number),
-                        **{f"best.{key}": str(value) for key, value in best.params.items()}}
-                self.client.log_batch(self.run_id, metrics=[Metric("best_value", best.value,
-                                                                   get_current_time_millis(), 0)],
-                                      tags=[RunTag(k, v) for k, v in tags.items()])
+                tags.update({"best_trial": str(best.number),
+                             **{f"best.{k}": str(v) for k, v in best.params.items()}})
+            metrics = [] if best is None else [
+                Metric("best_value", best.value, get_current_time_millis(), 0)]
+            self.client.log_batch(self.run_id, metrics=metrics,
+                                  tags=[RunTag(k, v) for k, v in tags.items()])
             for path in study_plots(self.study, out_dir):
                 self.tracker.log_artifact(path, "plots")
             if exported is not None:
