@@ -45,6 +45,8 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.num_workers": (lambda v: _whole(v, 0), "a whole number >= 0"),
     # 0 is allowed: tests and two-stage methods freeze a network that way
     "runner.optimizer.lr": (lambda v: _positive_number(v) or v == 0, "a number >= 0"),
+    "runner.calibration": (lambda v: v in (None, "temperature"),
+                           "null or 'temperature' (scaling fitted on validation)"),
     "study.n_trials": (lambda v: _whole(v, 1), "a whole number of trials >= 1"),
     "study.timeout": (lambda v: v is None or _positive_number(v), "null or seconds > 0"),
 }

@@ -2,7 +2,9 @@
 
 Conventions follow MedMNIST v2: ACC is argmax (0.5 threshold for binary / multi-label), AUC is
 the macro mean of one-vs-rest AUCs. Sensitivity = recall, specificity, precision, F1 and
-Cohen's kappa (quadratic weights for ordinal labels) are macro-averaged over classes.
+Cohen's kappa (quadratic weights for ordinal labels) are macro-averaged over classes. Every
+label type adds calibration (ECE, Brier: ``metrics/calibration.py``) and selective prediction
+(AURC, accuracy at 90% coverage: ``metrics/selective.py``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric, MetricCollection
 from torchmetrics import classification as tmc
+
+from medbench.metrics.calibration import calibration_metrics
+from medbench.metrics.selective import selective_metrics
 
 # Metric names; their directions are declared with the family (tasks/classification/family.py)
 ACC, AUC, SENSITIVITY, SPECIFICITY, PRECISION, F1, KAPPA = (
@@ -73,6 +78,8 @@ def scalar_metrics(label_type: str, num_classes: int) -> MetricCollection:
         }
     else:
         raise ValueError(f"unknown label type '{label_type}'")
+    metrics.update(calibration_metrics(label_type, num_classes))
+    metrics.update(selective_metrics(label_type))
     return MetricCollection(metrics)
 
 

@@ -85,8 +85,10 @@ def plot_roc(labels: np.ndarray, probs: np.ndarray, class_names: list[str], path
 def write_test_outputs(predictions: dict[str, torch.Tensor], label_type: str,
                        label_names: list[str], folder: Path,
                        positive_class: int = 1) -> list[Path]:
-    """The per-sample predictions the leaderboard reads, the confusion matrix and ROC curves."""
+    """The per-sample predictions the leaderboard reads, the confusion matrix, ROC curves, the
+    reliability diagram and the selective-prediction curve."""
     from medbench.metrics.classification import confusion_matrix
+    from medbench.tasks.classification.calibration_plots import write_trust_outputs
 
     probs, labels = predictions["probs"], predictions["label"]
     names = label_names or [str(i) for i in range(probs.shape[1])]
@@ -94,4 +96,5 @@ def write_test_outputs(predictions: dict[str, torch.Tensor], label_type: str,
     confusion = confusion_matrix(label_type, probs.shape[1])(scores, labels.long())
     return [write_predictions(predictions, folder / "predictions_test.csv"),
             plot_confusion_matrix(confusion.numpy(), names, folder / "confusion_matrix.png"),
-            plot_roc(labels.numpy(), probs.numpy(), names, folder / "roc.png", positive_class)]
+            plot_roc(labels.numpy(), probs.numpy(), names, folder / "roc.png", positive_class),
+            *write_trust_outputs(probs, labels, label_type, folder, positive_class)]

@@ -31,10 +31,14 @@ class ClassificationFamily(Family):
         MetricKey("kappa", True, "Cohen's kappa"), MetricKey("loss", False),
         MetricKey("jkappa", True, "jκ index"), MetricKey("fpr", False, "FPR"),
         MetricKey("mc_variance", False, "MC-dropout variance"),
+        # calibration (15 equal-width bins, top-label) and selective prediction
+        MetricKey("ece", False, "ECE"), MetricKey("brier", False, "Brier"),
+        MetricKey("aurc", False, "AURC"),
+        MetricKey("selective_acc_at_90", True, "ACC at 90% coverage"),
     )
     default_monitor = "val/auc"
     leaderboard = LeaderboardSchema(
-        columns=("auc", "acc"), per_sample_file=ranking.PER_SAMPLE_FILE,
+        columns=("auc", "acc", "ece", "brier"), per_sample_file=ranking.PER_SAMPLE_FILE,
         read_per_sample=ranking.Predictions.read, paired_test=ranking.paired_test,
         test_note=ranking.TEST_NOTE, rank_choices=("f1", "kappa", "jkappa", "sensitivity"))
     runners = {**Family.runners,
@@ -50,6 +54,10 @@ class ClassificationFamily(Family):
         if weighting not in (None, "balanced"):
             raise ConfigError(
                 f"runner.class_weighting: expected null or 'balanced', got '{weighting}'")
+        calibration = cfg.runner.get("calibration")
+        if calibration == "temperature" and hasattr(net, "mc_predict"):
+            raise ConfigError("runner.calibration: 'temperature' needs logits; this model "
+                              "averages Monte-Carlo dropout probabilities (use null)")
         info = datamodule.info
         return ClassificationModule(
             net=net, label_type=info.label_type, num_classes=info.num_classes,
@@ -59,6 +67,7 @@ class ClassificationFamily(Family):
             class_weights=datamodule.class_weights() if weighting == "balanced" else None,
             label_names=info.label_names, channels_last=cfg.runner.channels_last,
             positive_class=info.positive_class if info.label_type == "binary" else 1,
+            calibration=calibration,
         )
 
     def metric_collection(self, info: DatasetInfo) -> MetricCollection:

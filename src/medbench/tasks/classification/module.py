@@ -6,10 +6,13 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 from torch.nn import functional as F
 from torchmetrics import MetricCollection
 
+from medbench.errors import ConfigError
+from medbench.metrics.calibration import fit_temperature
 from medbench.tasks.module import FamilyModule
 
 
@@ -18,6 +21,8 @@ class ClassificationModule(FamilyModule):
 
     Binary problems use two logits and cross-entropy (MedMNIST convention); multi-label uses
     BCE-with-logits; ordinal labels train as multi-class and report quadratic-weighted kappa.
+    ``calibration="temperature"``: before testing, T is fitted on the validation split's logits
+    of the tested weights (:func:`fit_temperature`) and the test uses ``logits / T``.
     """
 
     def __init__(
@@ -32,6 +37,7 @@ class ClassificationModule(FamilyModule):
         label_names: list[str] | None = None,
         channels_last: bool = True,
         positive_class: int = 1,
+        calibration: str | None = None,
     ) -> None:
         super().__init__(net, metrics, optimizer, scheduler)
         self.save_hyperparameters(
@@ -49,6 +55,9 @@ class ClassificationModule(FamilyModule):
         else:  # 2D nets exactly as before (Module.to; the same metrics as earlier runs)
             self.net.to(memory_format=self.memory_format)
         self.register_buffer("class_weights", class_weights, persistent=False)
+        self.calibration = calibration
+        self.temperature = 1.0  # fitted in on_test_start (not stored in checkpoints)
+        self._calibration_log: dict[str, float] = {}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() == 4:
@@ -73,10 +82,38 @@ class ClassificationModule(FamilyModule):
             return (labels == self.positive_class).long()
         return labels.long()
 
+    def on_test_start(self) -> None:
+        """Temperature scaling: T from the validation logits of the weights under test."""
+        self.temperature, self._calibration_log = 1.0, {}
+        if self.calibration != "temperature":
+            return
+        datamodule = self.trainer.datamodule
+        if datamodule is None:
+            raise ConfigError("runner.calibration: 'temperature' needs the data's validation "
+                              "split (test with a datamodule, or use null)")
+        logits, labels = [], []
+        with torch.no_grad(), self.trainer.precision_plugin.forward_context():
+            for batch in datamodule.val_dataloader():
+                images = move_data_to_device(batch["image"], self.device)
+                logits.append(self(images).float().cpu())
+                labels.append(batch["target"])
+        fit = fit_temperature(torch.cat(logits), torch.cat(labels),
+                              multilabel=self.label_type == "multilabel")
+        self.temperature = fit.temperature
+        self._calibration_log = {"calibration/temperature": fit.temperature,
+                                 "calibration/val_nll_before": fit.nll_before,
+                                 "calibration/val_nll_after": fit.nll_after}
+
+    def on_test_epoch_end(self) -> None:
+        if self._calibration_log:
+            self.log_dict(self._calibration_log)
+        super().on_test_epoch_end()
+
     def test_outputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = batch["image"], batch["target"]
         if not hasattr(self.net, "mc_predict"):
-            return super().test_outputs(batch)
+            logits = self(images) / self.temperature
+            return self.predictions(logits), self.loss(logits, labels)
         # Bayesian CNN: the mean of Monte-Carlo dropout passes, and their variance
         probs, variance = self.net.mc_predict(images.contiguous(memory_format=self.memory_format))
         self.log("test/mc_variance", variance.sum(1).mean(), on_epoch=True,
