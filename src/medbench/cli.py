@@ -1,4 +1,4 @@
-"""The `medbench` command: train, tune, models, datasets."""
+"""The `medbench` command: train, tune, explain, models, datasets."""
 
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ COMMANDS = {
                  "<id|section|table|all> [--seeds 0 1 2] [--quick]",
     "leaderboard": "build the leaderboards from tracked runs: medbench leaderboard [--uri ...] "
                    "[--committed | --out DIR] [--all-configs]",
+    "explain": "saliency maps of a run's test images, with a sanity check: medbench explain "
+               "<run id> [explain.methods=[gradcam,gradcam_pp,scorecam] "
+               "explain.target_layer=<layer> explain.indices=[0,5]]",
     "models": "list the registered models: medbench models [--cost | <name> ...]",
     "datasets": "list the data sources and which data is present under the data root",
 }
@@ -227,6 +230,12 @@ def _leaderboard(args: list[str]) -> int:
     return _composed(run)
 
 
+def _explain(args: list[str]) -> int:
+    from medbench.explain.command import main as explain
+
+    return _composed(lambda: explain(args))
+
+
 def _models(args: list[str]) -> int:
     from medbench.listings.models import main as list_models
 
@@ -250,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides")
     args = parser.parse_args(argv)
     handler = {"train": _train, "tune": _tune, "trial": _trial, "runs": _runs,
-               "reproduce": _reproduce, "leaderboard": _leaderboard, "models": _models,
+               "reproduce": _reproduce, "leaderboard": _leaderboard, "explain": _explain,
+               "models": _models,
                "datasets": _datasets}[args.command]
     signals.install()  # SIGTERM ends a run KILLED, as Ctrl-C does; neither mid-store-write
     try:

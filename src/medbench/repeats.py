@@ -25,11 +25,15 @@ BOOKKEEPING = ("seed", "seeds", "resume", "paths", "tracking", "name", "choices"
                # what a checkpoint file stores, not which one is selected
                "callbacks.model_checkpoint.save_weights_only",
                # whether copies of an image across splits stop the run, not what it trains
-               "data.duplicates")
+               "data.duplicates",
+               # saliency maps of the tested model (+explain.at_test): what is written after
+               "explain")
 # Options added after runs were tracked, with their default: a run on the default hashes as
 # it did before the option existed, so adding an option does not split leaderboard rows.
 ADDED_DEFAULTS = {"model.init": "library", "data.family": "classification", "ensemble": None,
-                  "data.channels": None, "data.positive_class": None, "data.classes": None}
+                  "data.channels": None, "data.positive_class": None, "data.classes": None,
+                  # runner.calibration, under the runner's first name (legacy.hash_layout)
+                  "task.calibration": None}
 
 
 def config_hash(cfg: DictConfig) -> str:

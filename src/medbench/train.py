@@ -184,6 +184,10 @@ def _tracked_run(cfg: DictConfig, callbacks: Sequence[pl.Callback],
         outcome = family.runner(cfg.runner.name)(context)
         if tracker.active:
             _log_outcome(tracker, cfg, outcome, run_dir)
+            if (cfg.get("explain") or {}).get("at_test"):  # opt-in: +explain.at_test=true
+                from medbench.explain.command import explain_after_test
+
+                explain_after_test(tracker, cfg, net, datamodule, outcome.checkpoint, run_dir)
         return tracker.run_id, outcome.metrics
 
 
