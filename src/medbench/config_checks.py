@@ -47,6 +47,9 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "runner.optimizer.lr": (lambda v: _positive_number(v) or v == 0, "a number >= 0"),
     "runner.calibration": (lambda v: v in (None, "temperature"),
                            "null or 'temperature' (scaling fitted on validation)"),
+    "runner.uncertainty": (lambda v: v in (None, "mc_dropout", "tta"),
+                           "null, 'mc_dropout' or 'tta'"),
+    "runner.uncertainty_passes": (lambda v: _whole(v, 2), "a whole number of passes >= 2"),
     "study.n_trials": (lambda v: _whole(v, 1), "a whole number of trials >= 1"),
     "study.timeout": (lambda v: v is None or _positive_number(v), "null or seconds > 0"),
 }

@@ -32,8 +32,10 @@ BOOKKEEPING = ("seed", "seeds", "resume", "paths", "tracking", "name", "choices"
 # it did before the option existed, so adding an option does not split leaderboard rows.
 ADDED_DEFAULTS = {"model.init": "library", "data.family": "classification", "ensemble": None,
                   "data.channels": None, "data.positive_class": None, "data.classes": None,
-                  # runner.calibration, under the runner's first name (legacy.hash_layout)
-                  "task.calibration": None}
+                  # runner.calibration and .uncertainty*, under the runner's first name
+                  # (legacy.hash_layout)
+                  "task.calibration": None, "task.uncertainty": None,
+                  "task.uncertainty_passes": 20}
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -15,7 +15,8 @@ from sklearn.metrics import roc_curve  # noqa: E402
 
 
 def write_predictions(predictions: dict[str, torch.Tensor], path: Path) -> Path:
-    """CSV with one row per test sample: index, label(s), one probability per class, and the
+    """CSV with one row per test sample: index, label(s), one probability per class, with
+    ``runner.uncertainty`` the predictive entropy and mutual information (nats), and the
     sample's id (its file path, or its index in an array)."""
     probs = predictions["probs"].numpy()
     labels = predictions["label"].numpy()
@@ -27,6 +28,9 @@ def write_predictions(predictions: dict[str, torch.Tensor], path: Path) -> Path:
         frame["label"] = labels
     for i in range(probs.shape[1]):
         frame[f"prob_{i}"] = probs[:, i]
+    for key in ("entropy", "mutual_info"):  # runner.uncertainty: several passes per item
+        if key in predictions:
+            frame[key] = predictions[key].numpy()
     if "sample_id" in predictions:  # last: the numeric columns before it parse in one call
         frame["sample_id"] = predictions["sample_id"]
     frame.to_csv(path, index=False, float_format="%.6g")

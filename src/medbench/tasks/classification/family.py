@@ -35,6 +35,9 @@ class ClassificationFamily(Family):
         MetricKey("ece", False, "ECE"), MetricKey("brier", False, "Brier"),
         MetricKey("aurc", False, "AURC"),
         MetricKey("selective_acc_at_90", True, "ACC at 90% coverage"),
+        # runner.uncertainty: means over the test items (nats)
+        MetricKey("predictive_entropy", False, "predictive entropy"),
+        MetricKey("mutual_info", False, "mutual information"),
     )
     default_monitor = "val/auc"
     leaderboard = LeaderboardSchema(
@@ -49,6 +52,7 @@ class ClassificationFamily(Family):
         from hydra.utils import instantiate
 
         from medbench.tasks.classification.module import ClassificationModule
+        from medbench.tasks.classification.uncertainty import check_uncertainty
 
         weighting = cfg.runner.class_weighting
         if weighting not in (None, "balanced"):
@@ -59,6 +63,8 @@ class ClassificationFamily(Family):
             raise ConfigError("runner.calibration: 'temperature' needs logits; this model "
                               "averages Monte-Carlo dropout probabilities (use null)")
         info = datamodule.info
+        uncertainty = cfg.runner.get("uncertainty")
+        check_uncertainty(uncertainty, net, info.spatial_dims, str(cfg.model.name))
         return ClassificationModule(
             net=net, label_type=info.label_type, num_classes=info.num_classes,
             metrics=self.metric_collection(info),
@@ -67,7 +73,8 @@ class ClassificationFamily(Family):
             class_weights=datamodule.class_weights() if weighting == "balanced" else None,
             label_names=info.label_names, channels_last=cfg.runner.channels_last,
             positive_class=info.positive_class if info.label_type == "binary" else 1,
-            calibration=calibration,
+            calibration=calibration, uncertainty=uncertainty,
+            uncertainty_passes=int(cfg.runner.get("uncertainty_passes", 20)),
         )
 
     def metric_collection(self, info: DatasetInfo) -> MetricCollection:

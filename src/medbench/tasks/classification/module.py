@@ -13,6 +13,8 @@ from torchmetrics import MetricCollection
 
 from medbench.errors import ConfigError
 from medbench.metrics.calibration import fit_temperature
+from medbench.metrics.uncertainty import predictive_summary
+from medbench.tasks.classification.uncertainty import stochastic_logits
 from medbench.tasks.module import FamilyModule
 
 
@@ -23,6 +25,8 @@ class ClassificationModule(FamilyModule):
     BCE-with-logits; ordinal labels train as multi-class and report quadratic-weighted kappa.
     ``calibration="temperature"``: before testing, T is fitted on the validation split's logits
     of the tested weights (:func:`fit_temperature`) and the test uses ``logits / T``.
+    ``uncertainty`` (``mc_dropout`` or ``tta``): each test batch is the mean of several passes,
+    with per item its predictive entropy and mutual information.
     """
 
     def __init__(
@@ -38,6 +42,8 @@ class ClassificationModule(FamilyModule):
         channels_last: bool = True,
         positive_class: int = 1,
         calibration: str | None = None,
+        uncertainty: str | None = None,
+        uncertainty_passes: int = 20,
     ) -> None:
         super().__init__(net, metrics, optimizer, scheduler)
         self.save_hyperparameters(
@@ -58,6 +64,9 @@ class ClassificationModule(FamilyModule):
         self.calibration = calibration
         self.temperature = 1.0  # fitted in on_test_start (not stored in checkpoints)
         self._calibration_log: dict[str, float] = {}
+        # runner.uncertainty: several stochastic passes per test batch (tasks/.../uncertainty)
+        self.uncertainty, self.uncertainty_passes = uncertainty, uncertainty_passes
+        self._summary: dict[str, torch.Tensor] = {}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() == 4:
@@ -111,6 +120,8 @@ class ClassificationModule(FamilyModule):
 
     def test_outputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = batch["image"], batch["target"]
+        if self.uncertainty is not None:
+            return self._uncertain_outputs(images, labels)
         if not hasattr(self.net, "mc_predict"):
             logits = self(images) / self.temperature
             return self.predictions(logits), self.loss(logits, labels)
@@ -120,5 +131,24 @@ class ClassificationModule(FamilyModule):
                  batch_size=len(labels))
         return probs, F.nll_loss(probs.clamp_min(1e-12).log(), labels)
 
+    def _uncertain_outputs(self, images: torch.Tensor,
+                           labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The predictive mean of the passes; its entropy and mutual information per item are
+        kept for the per-sample file and logged as test means."""
+        logits = stochastic_logits(self, self.net, images, self.uncertainty,
+                                   self.uncertainty_passes) / self.temperature
+        self._summary = predictive_summary(torch.stack([self.predictions(x) for x in logits]),
+                                           multilabel=self.label_type == "multilabel")
+        for key in ("entropy", "mutual_info"):
+            self.log(f"test/{'predictive_' * (key == 'entropy')}{key}", self._summary[key].mean(),
+                     on_epoch=True, batch_size=len(labels))
+        probs = self._summary["probs"]
+        if self.label_type == "multilabel":
+            loss = F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), labels.float())
+        else:
+            loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels)
+        return probs, loss
+
     def per_sample(self, batch: dict[str, Any], probs: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"label": batch["target"], "probs": probs}
+        kept = {key: self._summary[key] for key in ("entropy", "mutual_info") if self._summary}
+        return {"label": batch["target"], "probs": probs, **kept}

@@ -1,0 +1,72 @@
+"""Several stochastic passes of a classifier over a batch (``runner.uncertainty``):
+``mc_dropout`` runs the network's own dropout layers in train mode for each of
+``runner.uncertainty_passes`` passes (Gal & Ghahramani 2016; the survey's 4.2.2); ``tta``
+passes the dihedral views of each image (ttach's D4: flips and quarter turns, 8 views; the 4
+flips of a non-square image). Their probabilities feed
+``metrics/uncertainty.predictive_summary``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from medbench.errors import ConfigError
+
+METHODS = ("mc_dropout", "tta")
+DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+           nn.FeatureAlphaDropout)
+
+
+def check_uncertainty(method: str | None, net: nn.Module, spatial_dims: int,
+                      model_name: str) -> None:
+    """A one-line error, before training, for a method this model or data cannot take."""
+    if method is None:
+        return
+    if method not in METHODS:
+        raise ConfigError(f"runner.uncertainty: expected null, {' or '.join(METHODS)}, got "
+                          f"'{method}'")
+    if hasattr(net, "mc_predict"):
+        raise ConfigError(f"runner.uncertainty: {model_name} averages its own Monte-Carlo "
+                          "dropout passes (model.mc_samples); use null")
+    if method == "mc_dropout" and not any(isinstance(m, DROPOUT) for m in net.modules()):
+        raise ConfigError(f"runner.uncertainty: 'mc_dropout' needs dropout layers and "
+                          f"{model_name} has none (use 'tta', or a model with dropout, e.g. "
+                          "small_kernel_cnn, bayesian_cnn, alexnet, vgg16)")
+    if method == "tta" and spatial_dims != 2:
+        raise ConfigError(f"runner.uncertainty: 'tta' flips and turns 2D images; this data "
+                          f"has {spatial_dims} spatial dimension(s) (use 'mc_dropout' or null)")
+
+
+@contextlib.contextmanager
+def dropout_active(net: nn.Module) -> Iterator[None]:
+    """The network's dropout layers in train mode (everything else, e.g. batch norm, as is)."""
+    layers = [m for m in net.modules() if isinstance(m, DROPOUT)]
+    modes = [m.training for m in layers]
+    try:
+        for layer in layers:
+            layer.train()
+        yield
+    finally:
+        for layer, mode in zip(layers, modes, strict=True):
+            layer.train(mode)
+
+
+def _views(images: torch.Tensor) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+    """D4's 8 views of a square image; the 4 flips (none, horizontal, vertical, both) else."""
+    import ttach
+
+    square = images.shape[-1] == images.shape[-2]
+    transforms = ttach.aliases.d4_transform() if square else ttach.aliases.flip_transform()
+    return [t.augment_image for t in transforms]
+
+
+def stochastic_logits(forward: Callable[[torch.Tensor], torch.Tensor], net: nn.Module,
+                      images: torch.Tensor, method: str, passes: int) -> torch.Tensor:
+    """Logits of each pass, (T, N, C)."""
+    if method == "mc_dropout":
+        with dropout_active(net):
+            return torch.stack([forward(images) for _ in range(passes)])
+    return torch.stack([forward(view(images)) for view in _views(images)])
