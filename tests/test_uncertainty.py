@@ -1,6 +1,6 @@
 """Predictive uncertainty (runner.uncertainty): entropy and mutual information by hand, the
-refusals before training, and Monte-Carlo dropout and test-time augmentation on the real
-BreastMNIST."""
+refusals before training, and Monte-Carlo dropout, test-time augmentation and a deep ensemble
+on the real BreastMNIST."""
 
 from __future__ import annotations
 
@@ -40,8 +40,10 @@ def test_methods_a_model_or_data_cannot_take_are_refused_in_one_line():
         check_uncertainty("mc_dropout", lenet, 2, "lenet5")
     with pytest.raises(ConfigError, match="'tta' flips and turns 2D images; this data has 3"):
         check_uncertainty("tta", lenet, 3, "resnet18_3d")
-    with pytest.raises(ConfigError, match="runner.uncertainty: expected null, 'mc_dropout' "
-                                          "or 'tta', got 'bootstrap'"):
+    with pytest.raises(ConfigError, match="'ensemble' takes the members of model=ensemble"):
+        check_uncertainty("ensemble", lenet, 2, "lenet5")
+    with pytest.raises(ConfigError, match="runner.uncertainty: expected null, 'mc_dropout', "
+                                          "'tta' or 'ensemble', got 'bootstrap'"):
         compose_config(["runner.uncertainty=bootstrap"])
 
 
@@ -58,11 +60,12 @@ def test_dropout_is_on_for_the_passes_only():
 
 @pytest.fixture(scope="module")
 def uncertain_runs(tmp_path_factory, mlflow_template):
-    """Two short BreastMNIST trainings: small_kernel_cnn with MC dropout, LeNet-5 with TTA."""
+    """Two short BreastMNIST trainings, small_kernel_cnn with MC dropout and LeNet-5 with TTA,
+    then the two as a deep ensemble."""
     results = tmp_path_factory.mktemp("uncertain") / "results"
     results.mkdir()
     shutil.copyfile(mlflow_template, results / "mlflow.db")
-    runs = {}
+    runs, members = {}, []
     for model, method in (("small_kernel_cnn", "mc_dropout"), ("lenet5", "tta")):
         cfg = compose_config([f"paths.results_dir={results}", "trainer.enable_progress_bar=false",
                               f"model={model}", "trainer.max_epochs=2", "seed=0",
@@ -70,10 +73,18 @@ def uncertain_runs(tmp_path_factory, mlflow_template):
         run_id, metrics = train_run(cfg)
         runs[method] = (pd.read_csv(results / "runs" / run_id / "predictions_test.csv"),
                         metrics)
+        [best] = (results / "runs" / run_id / "checkpoints").glob("best-*.ckpt")
+        members.append(f"{{name: {model}, checkpoint: '{best}'}}")
+    # and the two as a deep ensemble, tested only: its members are the passes
+    cfg = compose_config([f"paths.results_dir={results}", "trainer.enable_progress_bar=false",
+                          "model=ensemble", f"model.kwargs.members=[{', '.join(members)}]",
+                          "trainer.max_epochs=0", "runner.uncertainty=ensemble"])
+    run_id, metrics = train_run(cfg)
+    runs["ensemble"] = (pd.read_csv(results / "runs" / run_id / "predictions_test.csv"), metrics)
     return runs
 
 
-@pytest.mark.parametrize("method", ["mc_dropout", "tta"])
+@pytest.mark.parametrize("method", ["mc_dropout", "tta", "ensemble"])
 def test_passes_give_each_test_image_its_entropy_and_mutual_information(uncertain_runs,
                                                                         method):
     frame, metrics = uncertain_runs[method]

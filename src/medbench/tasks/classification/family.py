@@ -65,6 +65,10 @@ class ClassificationFamily(Family):
         info = datamodule.info
         uncertainty = cfg.runner.get("uncertainty")
         check_uncertainty(uncertainty, net, info.spatial_dims, str(cfg.model.name))
+        if uncertainty == "ensemble" and calibration == "temperature":
+            raise ConfigError("runner.calibration: 'temperature' scales one network's logits; "
+                              "runner.uncertainty=ensemble averages its members' "
+                              "probabilities (use one of them)")
         return ClassificationModule(
             net=net, label_type=info.label_type, num_classes=info.num_classes,
             metrics=self.metric_collection(info),

@@ -135,10 +135,14 @@ class ClassificationModule(FamilyModule):
                            labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The predictive mean of the passes; its entropy and mutual information per item are
         kept for the per-sample file and logged as test means."""
-        logits = stochastic_logits(self, self.net, images, self.uncertainty,
-                                   self.uncertainty_passes) / self.temperature
-        self._summary = predictive_summary(torch.stack([self.predictions(x) for x in logits]),
-                                           multilabel=self.label_type == "multilabel")
+        if self.uncertainty == "ensemble":  # the members' probabilities are the passes
+            passes = self.net.member_probabilities(
+                images.contiguous(memory_format=self.memory_format))
+        else:
+            logits = stochastic_logits(self, self.net, images, self.uncertainty,
+                                       self.uncertainty_passes) / self.temperature
+            passes = torch.stack([self.predictions(x) for x in logits])
+        self._summary = predictive_summary(passes, multilabel=self.label_type == "multilabel")
         for key in ("entropy", "mutual_info"):
             self.log(f"test/{'predictive_' * (key == 'entropy')}{key}", self._summary[key].mean(),
                      on_epoch=True, batch_size=len(labels))

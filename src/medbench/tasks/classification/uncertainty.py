@@ -2,8 +2,9 @@
 ``mc_dropout`` runs the network's own dropout layers in train mode for each of
 ``runner.uncertainty_passes`` passes (Gal & Ghahramani 2016; the survey's 4.2.2); ``tta``
 passes the dihedral views of each image (ttach's D4: flips and quarter turns, 8 views; the 4
-flips of a non-square image). Their probabilities feed
-``metrics/uncertainty.predictive_summary``."""
+flips of a non-square image); ``ensemble`` takes the members of ``model=ensemble`` as the
+passes (a deep ensemble: e.g. the checkpoints of one configuration's seeds, Lakshminarayanan
+et al. 2017). Their probabilities feed ``metrics/uncertainty.predictive_summary``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from torch import nn
 
 from medbench.errors import ConfigError
 
-METHODS = ("mc_dropout", "tta")
+METHODS = ("mc_dropout", "tta", "ensemble")
 DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
            nn.FeatureAlphaDropout)
 
@@ -26,11 +27,15 @@ def check_uncertainty(method: str | None, net: nn.Module, spatial_dims: int,
     if method is None:
         return
     if method not in METHODS:
-        raise ConfigError(f"runner.uncertainty: expected null, {' or '.join(METHODS)}, got "
-                          f"'{method}'")
+        raise ConfigError(f"runner.uncertainty: expected null or one of {', '.join(METHODS)}, "
+                          f"got '{method}'")
     if hasattr(net, "mc_predict"):
         raise ConfigError(f"runner.uncertainty: {model_name} averages its own Monte-Carlo "
                           "dropout passes (model.mc_samples); use null")
+    if method == "ensemble" and not hasattr(net, "member_probabilities"):
+        raise ConfigError(f"runner.uncertainty: 'ensemble' takes the members of model=ensemble "
+                          f"as its passes; {model_name} is one network (e.g. model=ensemble "
+                          "with the checkpoints of a row's seeds as members)")
     if method == "mc_dropout" and not any(isinstance(m, DROPOUT) for m in net.modules()):
         raise ConfigError(f"runner.uncertainty: 'mc_dropout' needs dropout layers and "
                           f"{model_name} has none (use 'tta', or a model with dropout, e.g. "
