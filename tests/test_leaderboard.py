@@ -174,6 +174,23 @@ def test_leaderboard_command_writes_every_format(store, tmp_path, capsys):
     assert "_" not in tex.replace(r"\_", "").replace("tab:table10_classification", "")
 
 
+def test_calibration_columns_show_where_runs_have_them(store):
+    """ECE and Brier (lower is better) join AUC and ACC in a table where some run logged them;
+    a table of runs from before they existed reads as before (tests/test_compat_store.py)."""
+    client = MlflowClient(store)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    for run in client.search_runs(ids, "tags.`survey.id` = 'gao2014_six_layer_hep2'"):
+        client.log_metric(run.info.run_id, "test/ece", 0.2)
+        client.log_metric(run.info.run_id, "test/brier", 0.25)
+    tables = {t.key: t for t in build_tables(store)}
+    [part] = tables["table10_classification"].parts
+    assert part.metrics == ("auc", "acc", "ece", "brier")
+    assert part.lower_is_better == {"ece", "brier"}
+    frame = tables["table10_classification"].frame.set_index("method")
+    assert frame.loc["gao2014_six_layer_hep2", "ece_mean"] == pytest.approx(0.2)
+    assert frame["ece_mean"].isna().sum() == 2  # the other rows' runs have none
+
+
 def test_cross_validation_folds_are_stratified_and_keep_patients_together():
     from medbench.data.splits import cross_validation_fold
 

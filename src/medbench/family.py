@@ -62,7 +62,9 @@ class LeaderboardSchema:
     items); ``test_note`` says which test that is, for the tables' caption.
     ``rank_choices``: other metric names a dataset may rank its rows by instead of the primary
     (its runs' ``data.rank_metric`` tag, from ``DatasetInfo.rank_metric``); shown as a column
-    of the tables that hold such rows.
+    of the tables that hold such rows. ``optional_columns``: shown after ``columns`` in a
+    table where some of the family's rows have them (metrics added after runs were tracked:
+    a table of older runs reads as before).
     """
 
     columns: tuple[str, ...]
@@ -71,6 +73,7 @@ class LeaderboardSchema:
     paired_test: Callable[[str, list, list], float]
     test_note: str = ""
     rank_choices: tuple[str, ...] = ()
+    optional_columns: tuple[str, ...] = ()
 
 
 class Family:

@@ -192,7 +192,7 @@ def build_tables(uri: str, quick: bool = False, entries: list[CatalogEntry] | No
     ``all_configs``: a row per configuration (default: per method and dataset)."""
     known = families()
     metrics = list(dict.fromkeys(c for f in known.values() for c in (
-        *f.leaderboard.columns, *f.leaderboard.rank_choices)))
+        *f.leaderboard.columns, *f.leaderboard.optional_columns, *f.leaderboard.rank_choices)))
     every = collect_runs(uri, (*(f"test/{m}" for m in metrics), *COST))
     runs = with_source_training(every.assign(evaluated=evaluation_only(every)))
     # budget: quick (reproduce --quick), debug (debug= overlays) or none (a real run)

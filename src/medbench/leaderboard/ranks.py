@@ -17,13 +17,18 @@ from medbench.leaderboard.table import FamilyPart
 def part_of(family: str, known: dict[str, Family],
             rows: pd.DataFrame | None = None) -> FamilyPart:
     """A family's columns in a table: none for a family with no registered schema yet; the
-    schema's columns, then the metrics some of its ``rows`` rank by (``data.rank_metric``)."""
+    schema's columns, its optional columns that some of its ``rows`` have, then the metrics
+    some of its ``rows`` rank by (``data.rank_metric``)."""
     if family not in known:
         return FamilyPart(family, ())
     schema, metric = known[family].leaderboard, known[family].metric
     columns = schema.columns
-    if rows is not None and len(rows) and "rank_metric" in rows:
-        chosen = rows.loc[rows["family"] == family, "rank_metric"].dropna()
+    mine = rows[rows["family"] == family] if rows is not None and len(rows) else None
+    if mine is not None:
+        columns = (*columns, *(m for m in schema.optional_columns
+                               if f"{m}_mean" in mine and mine[f"{m}_mean"].notna().any()))
+    if mine is not None and "rank_metric" in mine:
+        chosen = mine["rank_metric"].dropna()
         columns = (*columns, *(m for m in dict.fromkeys(chosen) if m in schema.rank_choices
                                and m not in columns))
     return FamilyPart(family, columns, frozenset(

@@ -41,9 +41,10 @@ class ClassificationFamily(Family):
     )
     default_monitor = "val/auc"
     leaderboard = LeaderboardSchema(
-        columns=("auc", "acc", "ece", "brier"), per_sample_file=ranking.PER_SAMPLE_FILE,
+        columns=("auc", "acc"), per_sample_file=ranking.PER_SAMPLE_FILE,
         read_per_sample=ranking.Predictions.read, paired_test=ranking.paired_test,
-        test_note=ranking.TEST_NOTE, rank_choices=("f1", "kappa", "jkappa", "sensitivity"))
+        test_note=ranking.TEST_NOTE, rank_choices=("f1", "kappa", "jkappa", "sensitivity"),
+        optional_columns=("ece", "brier"))  # calibration: runs before it have none
     runners = {**Family.runners,
                "deep_features": "medbench.tasks.classification.deep_features:fit_deep_features"}
 
