@@ -120,6 +120,42 @@ def test_a_signal_waits_for_a_store_write_to_end():
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 
+def test_a_stop_a_library_swallows_comes_back_until_it_is_handled():
+    """A SIGTERM during set-up whose handler ran inside a garbage-collector weakref callback
+    was dropped by Python ("Exception ignored"), and the run trained to the end (exit 0): the
+    stop is raised again at the next store call or batch, before the call starts, until the
+    tracker or the command handles it. (The swallowing here stands for that callback.)"""
+    import os
+
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from medbench import signals
+    from medbench.errors import Interrupted, interruption
+
+    done = []
+    try:
+        signals.install()
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        except BaseException:  # noqa: BLE001  (what the library does)
+            pass
+        for _ in range(2):  # again and again: nothing handled it
+            with pytest.raises(Interrupted, match="SIGTERM"):
+                with signals.deferred():
+                    done.append("write")
+        assert done == []  # the store call never started: nothing half-written
+        signals.handled()  # the tracker ends the run KILLED: its own calls go on
+        with signals.deferred():
+            done.append("write")
+        signals.check()
+        assert done == ["write"]
+    finally:
+        signals.uninstall()
+    # and Lightning's own SIGTERM handler, which raises SIGTERMException at a batch's end
+    assert interruption(SIGTERMException()).signal_name == "SIGTERM"
+
+
 def test_the_handlers_are_given_back_when_a_command_returns(results_dir, capsys):
     """After the command's work (its one line said too), a SIGTERM ends the process as its
     default does; raised during the interpreter's exit it was a traceback and exit 1."""

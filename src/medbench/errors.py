@@ -34,12 +34,16 @@ class Interrupted(KeyboardInterrupt):
 
 
 def interruption(err: BaseException) -> KeyboardInterrupt | None:
-    """The interrupt behind ``err``: itself, or the one Lightning turned into ``sys.exit(1)``
-    after its graceful shutdown (its ``SystemExit`` keeps the interrupt as context)."""
+    """The interrupt behind ``err``: itself, the one Lightning turned into ``sys.exit(1)``
+    after its graceful shutdown (its ``SystemExit`` keeps the interrupt as context), or the
+    SIGTERM Lightning's own handler saw (its loops raise ``SIGTERMException`` at a batch's
+    end: a SIGTERM whose exception Python dropped)."""
     if isinstance(err, KeyboardInterrupt):
         return err
     if isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt):
         return err.__context__
+    if isinstance(err, SystemExit) and type(err).__name__ == "SIGTERMException":
+        return Interrupted("SIGTERM")
     return None
 
 

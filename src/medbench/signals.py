@@ -6,6 +6,13 @@ writes that end the run KILLED waited out SQLite's busy timeout and failed ("dat
 locked": the run stayed RUNNING, exit 1). The handlers here raise at once, except inside
 :func:`deferred` (the tracker wraps every store call in it), where the stop waits until the
 call returns. A second Ctrl-C inside a deferred call still raises at once.
+
+A stop raised where Python drops exceptions is not lost: a handler that runs inside a weakref
+callback or a finaliser (the garbage collector's: SQLAlchemy's, ``WeakSet.remove``; traced in 5
+of 20 SIGTERMs during set-up under load) has its exception printed as "ignored", and the run
+trained on to exit 0. The stop stays *unhandled* until the tracker, the tuner or the command
+handles it (:func:`handled`); :func:`check` (every store call, the Lightning loop's batches)
+raises it again.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ from typing import Any
 from medbench.errors import Interrupted
 
 _depth = 0  # deferred() sections open (signal handlers run in the main thread only)
-_pending: BaseException | None = None
+_pending: BaseException | None = None  # a stop waiting for its section to end
+_unhandled: BaseException | None = None  # the last stop, until something handles it
 
 
 _replaced: dict[int, Any] = {}  # signal -> the handler install() replaced
@@ -39,17 +47,31 @@ def uninstall() -> None:
     """The handlers :func:`install` replaced, back: once a command's work is done, a stop ends
     the process as it would have before (SIGTERM's default: the process ends by the signal),
     never as an exception raised in the interpreter's exit (a traceback, exit 1)."""
-    global _pending
+    global _pending, _unhandled
     while _replaced:
         signum, handler = _replaced.popitem()
         signal.signal(signum, handler)
-    _pending = None
+    _pending = _unhandled = None
+
+
+def handled() -> None:
+    """The stop raised is being handled (the run ends KILLED, the command says its line)."""
+    global _unhandled
+    _unhandled = None
+
+
+def check() -> None:
+    """Raises a stop that was raised before and never handled (in the main thread only)."""
+    if _unhandled is not None and _depth == 0 and (
+            threading.current_thread() is threading.main_thread()):
+        raise _unhandled
 
 
 def _handler(signum: int, _frame: object) -> None:
-    global _pending
+    global _pending, _unhandled
     stop = KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(
         signal.Signals(signum).name)
+    _unhandled = stop
     if _depth == 0 or _pending is not None:  # not in a store call, or asked twice
         _pending = None
         raise stop
@@ -63,6 +85,7 @@ def deferred() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # a signal interrupts the main thread only; a stop raised here would be lost
         return
+    check()  # a stop swallowed since (its store call has not started: nothing half-written)
     _depth += 1
     try:
         yield

@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
+from medbench import signals
 from medbench.data.base import SplitDataModule
 from medbench.errors import ConfigError
 from medbench.tasks.checkpoint_io import AtomicCheckpointIO
@@ -64,6 +65,20 @@ class RunOutcome:
     @property
     def n_test_items(self) -> int:
         return len(self.predictions["index"])
+
+
+class UnhandledStop(pl.Callback):
+    """Raises, at the next batch, a Ctrl-C or SIGTERM whose exception Python dropped (raised
+    in a garbage-collector callback; :func:`medbench.signals.check`): the run stops there."""
+
+    def on_train_batch_start(self, *_: Any) -> None:
+        signals.check()
+
+    def on_validation_batch_start(self, *_: Any) -> None:
+        signals.check()
+
+    def on_test_batch_start(self, *_: Any) -> None:
+        signals.check()
 
 
 def build_callbacks(cfg: DictConfig, family: Family, run_dir: Path) -> list[pl.Callback]:
@@ -113,7 +128,7 @@ def fit_lightning(ctx: RunContext) -> RunOutcome:
     module = ctx.family.build_module(cfg, ctx.net, ctx.datamodule)
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=[*build_callbacks(cfg, ctx.family, ctx.run_dir), RngState(),
-                                *ctx.callbacks],
+                                UnhandledStop(), *ctx.callbacks],
         logger=list(ctx.loggers) or False, default_root_dir=str(ctx.run_dir),
         log_every_n_steps=log_interval(cfg.trainer, ctx.datamodule),
         # in code, not conf/: checkpoints written whole or not at all (a config key would

@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
 
+from medbench import signals
 from medbench.errors import ConfigError, RunStopped, disk_fault, interruption
 from medbench.provenance import git_commit
 from medbench.signals import Uninterrupted
@@ -143,6 +144,8 @@ class Tracker:
                 self.log_params(params)
             yield self
         except BaseException as err:
+            if interruption(err) is not None:
+                signals.handled()  # the run ends KILLED below: its store calls go on
             self._flush()
             raised, fault = err, disk_fault(err)  # a full disk: one line, as the error tag
             err = interruption(err) or fault or err  # Ctrl-C or SIGTERM, via Lightning's exit

@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
+from medbench import signals
 from medbench.config import compose_config
 from medbench.console import console
 from medbench.errors import ConfigError, TrainingError, interruption
@@ -85,6 +86,8 @@ def _run_study(cfg: DictConfig, overrides: list[str]) -> TuneResult:
             with heartbeat(study, trial):
                 outcome = launch(spec, trial)
         except BaseException as err:  # Ctrl-C, SIGTERM: the trial ends FAIL, not RUNNING
+            if interruption(err) is not None:
+                signals.handled()
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             if interruption(err) is not None:
                 # queued again with its parameters: the study resumed runs what it would have
