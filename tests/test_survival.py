@@ -112,6 +112,25 @@ def test_four_concurrent_trainings_share_one_sqlite_store(results_dir):
         assert "checkpoints" not in artifacts  # tracking.log_checkpoint=false: no second copy
 
 
+def test_a_first_run_finds_the_experiment_another_process_just_created(results_dir):
+    """Four first runs on a new store: one lost the race to create the experiment (UNIQUE
+    name, IntegrityError, exit 1); it now reads the winner's."""
+    from medbench.tracking import Tracker
+
+    uri = f"sqlite:///{results_dir}/mlflow.db"
+    winner, loser = Tracker(uri, "raced"), Tracker(uri, "raced")
+    made = winner.experiment_id()
+    lookup = loser.client._target.get_experiment_by_name
+    calls = []
+
+    def late(name):  # the loser looked before the winner created it
+        calls.append(name)
+        return None if len(calls) == 1 else lookup(name)
+
+    loser.client._target.get_experiment_by_name = late
+    assert loser.experiment_id() == made and len(calls) == 2
+
+
 def test_resume_refuses_a_run_whose_process_lives(make_cfg, results_dir):
     from medbench.tracking import Tracker
     from medbench.tracking.liveness import process_tags

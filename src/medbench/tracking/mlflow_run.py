@@ -12,6 +12,7 @@ from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import Param, RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from medbench import signals
@@ -121,8 +122,14 @@ class Tracker:
         location = None
         if self.artifact_root and not self.uri.startswith(("http://", "https://")):
             location = (Path(self.artifact_root) / self.experiment_name).resolve().as_uri()
-        return self.client.create_experiment(self.experiment_name, artifact_location=location,
-                                             tags={key: kind})
+        try:
+            return self.client.create_experiment(self.experiment_name,
+                                                 artifact_location=location, tags={key: kind})
+        except MlflowException:  # another process created it since (concurrent first runs)
+            existing = self.client.get_experiment_by_name(self.experiment_name)
+            if existing is None:
+                raise
+            return existing.experiment_id
 
     @contextmanager
     def run(self, params: Mapping[str, str], tags: Mapping[str, str],
