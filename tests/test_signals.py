@@ -165,3 +165,40 @@ def test_the_handlers_are_given_back_when_a_command_returns(results_dir, capsys)
     assert main(["train", "model=no_such_model", f"paths.results_dir={results_dir}"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_an_error_a_stop_caused_is_the_stop_not_a_failed_trial(monkeypatch, tmp_path, capsys):
+    """A SIGTERM inside OmegaConf broke its clean-up: the AttributeError raised there (the stop
+    as its context) was recorded as a failed trial, which took the trial's place in the study:
+    resumed, it never trained it (found by fault injection). The error is the stop: raised on
+    (the driver re-queues the trial), exit 143; an error without a stop still fails the trial."""
+    import optuna
+
+    from medbench.cli import _exit_code
+    from medbench.errors import Interrupted, interruption
+    from medbench.tuning.trial import TrialSpec, run_trial
+
+    def broken_clean_up(cfg, **kwargs):
+        try:
+            raise Interrupted("SIGTERM")
+        finally:
+            raise AttributeError("'NoneType' object has no attribute '_invalidate_flags_cache'")
+
+    def plain_bug(cfg, **kwargs):
+        raise AttributeError("a bug")
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=storage)
+    for train, stopped in ((broken_clean_up, True), (plain_bug, False)):
+        monkeypatch.setattr("medbench.train.train_run", train)
+        trial = study.ask()
+        spec = TrialSpec([], "s", storage, trial._trial_id, trial.number, "val/auc", "maximize")
+        if stopped:
+            with pytest.raises(AttributeError) as raised:
+                run_trial(spec, trial)
+            assert interruption(raised.value).signal_name == "SIGTERM"
+            assert _exit_code(raised.value) == 128 + signal.SIGTERM
+            assert "stopped by SIGTERM" in capsys.readouterr().err
+        else:
+            outcome = run_trial(spec, trial)
+            assert (outcome["state"], outcome["error"]) == ("FAIL", "AttributeError: a bug")

@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
 def _exit_code(err: BaseException) -> int:
     """The exit status of a command that raised ``err``, once its one line is said; any other
     error raises on (a bug: its traceback is the report)."""
-    stop = interruption(err) if isinstance(err, (KeyboardInterrupt, SystemExit)) else None
+    stop = interruption(err)
     if stop is not None:
         name = getattr(stop, "signal_name", "SIGINT")
         print(f"error: stopped by {name}: a run in progress ended KILLED (resume=<run id> "

@@ -34,16 +34,25 @@ class Interrupted(KeyboardInterrupt):
 
 
 def interruption(err: BaseException) -> KeyboardInterrupt | None:
-    """The interrupt behind ``err``: itself, the one Lightning turned into ``sys.exit(1)``
-    after its graceful shutdown (its ``SystemExit`` keeps the interrupt as context), or the
-    SIGTERM Lightning's own handler saw (its loops raise ``SIGTERMException`` at a batch's
-    end: a SIGTERM whose exception Python dropped)."""
-    if isinstance(err, KeyboardInterrupt):
-        return err
-    if isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt):
-        return err.__context__
-    if isinstance(err, SystemExit) and type(err).__name__ == "SIGTERMException":
-        return Interrupted("SIGTERM")
+    """The interrupt behind ``err``: itself; or one in its chain of causes and contexts, as
+    when Lightning turned it into ``sys.exit(1)`` after its graceful shutdown, or a library's
+    clean-up broke on the state the interrupt left (OmegaConf: "'NoneType' object has no
+    attribute '_invalidate_flags_cache'"; recorded as a failed trial, it silently took the
+    trial's place in the study: found by fault injection); or the SIGTERM Lightning's own
+    handler saw (its loops raise ``SIGTERMException`` at a batch's end: a SIGTERM whose
+    exception Python dropped)."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [err]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        if isinstance(current, SystemExit) and type(current).__name__ == "SIGTERMException":
+            return Interrupted("SIGTERM")
+        pending += [current.__context__, current.__cause__]
     return None
 
 

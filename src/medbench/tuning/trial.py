@@ -10,7 +10,9 @@ from typing import Any
 
 import optuna
 
+from medbench import signals
 from medbench.config import compose_config
+from medbench.errors import interruption
 from medbench.tracking import is_rank_zero
 from medbench.tuning.pruning import OptunaPruning, PrunedTrial
 from medbench.tuning.strategies import build_pruner
@@ -67,6 +69,9 @@ def run_trial(spec: TrialSpec, trial: optuna.Trial | None = None) -> dict[str, A
     except PrunedTrial as err:
         outcome.update(state="PRUNED", value=pruning.values[-1], error=redact(str(err)))
     except Exception as err:  # the study goes on; the trial ends FAIL with the reason
+        if interruption(err) is not None:  # raised by a stop: the trial is re-queued
+            raise
+        signals.check()  # a stop Python dropped meanwhile is this failure's likely cause
         first = redact(str(err)).splitlines()[0] if str(err) else ""
         outcome["error"] = f"{type(err).__name__}: {first}"
     outcome["epochs"] = pruning.epochs
