@@ -25,6 +25,8 @@ COMMANDS = {
     "explain": "saliency maps of a run's test images, with a sanity check: medbench explain "
                "<run id> [explain.methods=[gradcam,gradcam_pp,scorecam] "
                "explain.target_layer=<layer> explain.indices=[0,5]]",
+    "evaluate": "test a run's selected checkpoint on other data (external validation), as a "
+                "new tracked run: medbench evaluate <run id> data=<dataset> [data.<key>=...]",
     "models": "list the registered models: medbench models [--cost | <name> ...]",
     "datasets": "list the data sources and which data is present under the data root",
 }
@@ -236,6 +238,12 @@ def _explain(args: list[str]) -> int:
     return _composed(lambda: explain(args))
 
 
+def _evaluate(args: list[str]) -> int:
+    from medbench.evaluate import main as evaluate
+
+    return _composed(lambda: evaluate(args))
+
+
 def _models(args: list[str]) -> int:
     from medbench.listings.models import main as list_models
 
@@ -260,8 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = {"train": _train, "tune": _tune, "trial": _trial, "runs": _runs,
                "reproduce": _reproduce, "leaderboard": _leaderboard, "explain": _explain,
-               "models": _models,
-               "datasets": _datasets}[args.command]
+               "evaluate": _evaluate, "models": _models, "datasets": _datasets}[args.command]
     signals.install()  # SIGTERM ends a run KILLED, as Ctrl-C does; neither mid-store-write
     try:
         return handler(args.overrides)

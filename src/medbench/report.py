@@ -29,7 +29,7 @@ def print_summary(cfg: DictConfig, runs: list[dict[str, float]],
     if tracked and all("best_epoch" in fact for fact in tracked):
         tested = f"the best-{cfg.monitor} checkpoint"
     elif tracked:
-        tested = "the weights in memory (no checkpoint)"
+        tested = _untrained_weights(cfg)
     seeds = f"seed {cfg.seed}" if len(runs) == 1 else f"{len(runs)} runs, mean ± std"
     table = Table(title=f"{cfg.model.name} on {cfg.data.get('flag', cfg.data.source)} "
                         f"({seeds}): test metrics of {tested}")
@@ -77,13 +77,23 @@ def run_facts(cfg: DictConfig, run_id: str) -> dict[str, str]:
     return facts
 
 
+def _untrained_weights(cfg: DictConfig) -> str:
+    """What a run that selected no checkpoint tested: the weights it was given (an
+    evaluation-only run: ``medbench evaluate``, ``trainer.max_epochs=0``), or those in memory."""
+    given = str(cfg.model.get("pretrained_path") or "")
+    if cfg.trainer.get("max_epochs") == 0 and given:
+        return ("the weights of " + (f"run {given[4:]} (its selected checkpoint)"
+                                     if given.startswith("run:") else given))
+    return "the weights in memory (no checkpoint)"
+
+
 def _run_line(cfg: DictConfig, fact: dict[str, str]) -> str:
     selected = ""
     if "best_epoch" in fact:
         score = f", {cfg.monitor} {float(fact['best_score']):.4f}" if "best_score" in fact else ""
         selected = f": best epoch {fact['best_epoch']}{score}"
     elif "artifacts" in fact:
-        selected = ": weights in memory (no checkpoint)"
+        selected = f": {_untrained_weights(cfg).removeprefix('the ')}"
     line = f"run {fact['run_id']}{selected}\n  run folder {fact['folder']}"
     if "artifacts" in fact:
         line += f"\n  artifacts  {fact['artifacts']}"

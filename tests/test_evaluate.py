@@ -1,0 +1,107 @@
+"""`medbench evaluate`: a run's selected checkpoint tested on other real data (external
+validation) into a new tracked run linked to its source; the same data gives the same metrics;
+data the network was not built for is one line."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from medbench.cli import main
+from medbench.config import compose_config
+from medbench.leaderboard.collect import collect_runs
+from medbench.leaderboard.keys import evaluation_only
+from medbench.train import train_run
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory, mlflow_template):
+    """A two-epoch LeNet-5 on the real BreastMNIST: (results folder, run id, test metrics)."""
+    results = tmp_path_factory.mktemp("evaluate") / "results"
+    results.mkdir()
+    shutil.copyfile(mlflow_template, results / "mlflow.db")
+    cfg = compose_config([f"paths.results_dir={results}", "trainer.enable_progress_bar=false",
+                          "data=breastmnist", "model=lenet5", "trainer.max_epochs=2"])
+    run_id, metrics = train_run(cfg)
+    return results, run_id, metrics
+
+
+def _runs(results):
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("medbench").experiment_id
+    return {r.info.run_id: r for r in client.search_runs([experiment])}
+
+
+def test_external_validation_is_a_new_run_linked_to_its_source(source_run, capsys):
+    results, source_id, source_metrics = source_run
+    before = set(_runs(results))
+    flags = [f"paths.results_dir={results}", "trainer.enable_progress_bar=false"]
+    assert main(["evaluate", source_id, "data=pneumoniamnist", *flags]) == 0
+    out = capsys.readouterr().out
+    assert f"run {source_id} evaluated on pneumoniamnist" in out
+    assert f"the weights of run {source_id} (its selected checkpoint)" in " ".join(out.split())
+    [new_id] = set(_runs(results)) - before
+    run = _runs(results)[new_id]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["medbench.source_run"] == source_id
+    assert run.data.tags["medbench.source_dataset"] == "breastmnist"
+    assert run.data.tags["dataset"] == "pneumoniamnist"
+    assert run.data.tags["data.n_test"] == "624"  # PneumoniaMNIST's test split, scored whole
+    assert run.data.params["trainer.max_epochs"] == "0"
+    assert 0.0 <= run.data.metrics["test/auc"] <= 1.0
+
+    # the same data again: the same checkpoint gives the source run's test metrics exactly
+    assert main(["evaluate", source_id, *flags]) == 0
+    [again] = set(_runs(results)) - before - {new_id}
+    metrics = _runs(results)[again].data.metrics
+    for key in ("test/auc", "test/acc", "test/loss", "test/ece"):
+        assert metrics[key] == pytest.approx(source_metrics[key], abs=1e-6), key
+
+    # the leaderboard files it as an evaluation-only row of the data it was tested on
+    runs = collect_runs(f"sqlite:///{results / 'mlflow.db'}")
+    evaluated = dict(zip(runs["run_id"], evaluation_only(runs), strict=True))
+    assert evaluated[new_id] and evaluated[again] and not evaluated[source_id]
+
+
+@pytest.fixture(scope="module")
+def three_class_manifest(tmp_path_factory, data_dir):
+    """60 real BreastMNIST images as PNG files under three made-up labels."""
+    folder = tmp_path_factory.mktemp("three_classes")
+    images = np.load(data_dir / "medmnist" / "breastmnist.npz")["test_images"][:60]
+    rows = ["path,label"]
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i}.png")
+        rows.append(f"{i}.png,{'abc'[i % 3]}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder / "labels.csv"
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["data=csv_manifest", "data.manifest={manifest}"],
+     "was built for 2 classes (breastmnist); labels has 3"),
+    (["data=adrenalmnist3d"], "was built for 2 spatial dimensions (breastmnist); "
+                              "adrenalmnist3d has 3"),
+    (["data=drive"], "was built for classification task family"),
+    (["experiment=breastmnist_resnet18"], "experiment= would replace the run's configuration"),
+    (["data=pneumoniamnist", "data.sizee=28"], "Could not override 'data.sizee'"),
+])
+def test_data_the_network_was_not_built_for_is_one_line(source_run, three_class_manifest,
+                                                      capsys, args, says):
+    results, source_id, _ = source_run
+    before = set(_runs(results))
+    args = [a.format(manifest=three_class_manifest) for a in args]
+    code = main(["evaluate", source_id, *args, f"paths.results_dir={results}"])
+    err = capsys.readouterr().err
+    assert code in (1, 2) and err.startswith("error: ") and says in err.splitlines()[0]
+    assert code == 2 or len(err.strip().splitlines()) == 1  # 2: Hydra's own, with its hint
+    assert set(_runs(results)) == before  # nothing tracked
+
+
+def test_an_unknown_run_is_one_line(results_dir, capsys):
+    assert main(["evaluate", "0" * 32, f"paths.results_dir={results_dir}"]) == 1
+    err = capsys.readouterr().err
+    assert "run '00000000000000000000000000000000' not found" in err
