@@ -41,9 +41,9 @@ OUTPUT = REPO_ROOT / "results" / "perf" / "calibration_overhead.md"
 ADDED = (ECE, BRIER, AURC, SELECTIVE_ACC_AT_90)
 
 
-def trained(results: Path, data: str) -> tuple[object, Path]:
+def trained(results: Path, data: str, model: str = "resnet18_28") -> tuple[object, Path]:
     cfg = compose_config([f"paths.results_dir={results}", "trainer.enable_progress_bar=false",
-                          f"data={data}", "model=resnet18_28", "trainer.max_epochs=1",
+                          f"data={data}", f"model={model}", "trainer.max_epochs=1",
                           "+trainer.limit_train_batches=8",
                           "name=calibration_overhead"])
     run_id, _ = train_run(cfg)
@@ -51,14 +51,17 @@ def trained(results: Path, data: str) -> tuple[object, Path]:
     return cfg, checkpoint
 
 
-def test_pass(cfg, checkpoint: Path, added: bool, calibration: str | None
+def test_pass(cfg, checkpoint: Path, added: bool, calibration: str | None,
+              uncertainty: str | None = None, passes: int = 20
               ) -> tuple[float, dict[str, torch.Tensor]]:
-    """Seconds of one ``trainer.test`` (data loading, forward, metrics), and its outputs."""
+    """Seconds of one ``trainer.test`` (data loading, forward, metrics), and its outputs;
+    ``uncertainty``/``passes`` as ``runner.uncertainty``/``runner.uncertainty_passes``."""
     family = get_family("classification")
     datamodule = build_datamodule(cfg)
     datamodule.setup()
     module = family.build_module(cfg, build_model(cfg, family, datamodule), datamodule)
     module.calibration = calibration
+    module.uncertainty, module.uncertainty_passes = uncertainty, passes
     if not added:
         kept = {k: m for k, m in module.test_metrics.items(keep_base=True) if k not in ADDED}
         module.test_metrics = MetricCollection(kept, prefix="test/")
