@@ -4,6 +4,7 @@ and a leaderboard that runs without torch."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,22 @@ def test_the_architecture_document_names_every_room():
     assert not missing, f"docs/architecture.md does not mention {missing}"
     for rule in FORBIDDEN:
         assert f"`{rule}/`" in text
+
+
+def test_importing_the_stack_calls_no_server():
+    """No network at run time: albumentations asked PyPI for its latest version on import (a
+    thread, 2 s timeout), in every process medbench started; `import medbench` turns it off."""
+    probe = ("import socket, threading, time\n"
+             "calls = []\n"
+             "real = socket.create_connection\n"
+             "socket.create_connection = lambda *a, **k: calls.append(a[0]) or real(*a, **k)\n"
+             "import medbench.train\n"
+             "import albumentations\n"
+             "for thread in threading.enumerate():\n"
+             "    if thread is not threading.main_thread() and not thread.daemon: thread.join(5)\n"
+             "time.sleep(1)\n"
+             "print(calls)\n")
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env=env, timeout=120, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
