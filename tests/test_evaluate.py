@@ -105,3 +105,46 @@ def test_an_unknown_run_is_one_line(results_dir, capsys):
     assert main(["evaluate", "0" * 32, f"paths.results_dir={results_dir}"]) == 1
     err = capsys.readouterr().err
     assert "run '00000000000000000000000000000000' not found" in err
+
+
+@pytest.fixture(scope="module")
+def odd_test_split(tmp_path_factory, data_dir):
+    """51 real BreastMNIST test images as PNG files, their own labels, 11 of them the test
+    split: two DDP ranks get 6 each, one item repeated by the sampler's padding."""
+    folder = tmp_path_factory.mktemp("odd_split")
+    data = np.load(data_dir / "medmnist" / "breastmnist.npz")
+    rows = ["path,label,split"]
+    for i, (image, label) in enumerate(zip(data["test_images"][:51],
+                                           data["test_labels"][:51, 0], strict=True)):
+        Image.fromarray(image).save(folder / f"{i}.png")
+        rows.append(f"{i}.png,{label},{'train' if i < 30 else 'val' if i < 40 else 'test'}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder / "labels.csv"
+
+
+def test_under_ddp_each_test_item_counts_once(source_run, odd_test_split):
+    """Two gloo ranks test the checkpoint on an 11-item test split (the sampler pads it to
+    12): the metrics are exactly those of one process (they counted the repeat before)."""
+    import subprocess
+    import sys
+
+    results, source_id, _ = source_run
+    data = ["data=csv_manifest", f"data.manifest={odd_test_split}",
+            f"paths.results_dir={results}", "trainer.enable_progress_bar=false"]
+    before = set(_runs(results))
+    assert main(["evaluate", source_id, *data]) == 0
+    [alone] = set(_runs(results)) - before
+    done = subprocess.run(
+        [sys.executable, "-m", "medbench", "evaluate", source_id, *data, "trainer=ddp",
+         "trainer.accelerator=cpu", "trainer.devices=2"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    [ddp] = set(_runs(results)) - before - {alone}
+    runs = _runs(results)
+    assert runs[ddp].data.params["trainer.devices"] == "2"
+    assert runs[alone].data.tags["data.n_test"] == runs[ddp].data.tags["data.n_test"] == "11"
+    one, two = runs[alone].data.metrics, runs[ddp].data.metrics
+    keys = [k for k in one if k.startswith("test/") and k != "test/loss"]
+    assert len(keys) >= 10
+    for key in keys:
+        assert two[key] == pytest.approx(one[key], abs=1e-6), key

@@ -4,6 +4,12 @@ Lightning owns the loop; this base owns what every family does inside it the sam
 optimiser and schedule from config, a finite-loss check, ``val/`` and ``test/`` metric
 collections cloned from one, and the per-sample test predictions (gathered across DDP ranks,
 the sampler's padded repeats dropped, ordered by item index) that the family writes out.
+
+The test metrics are computed once, at the test's end, on those gathered predictions: under
+DDP, Lightning's DistributedSampler pads the test split with repeats so every rank has as many
+batches, and metrics updated per batch counted the repeated items twice (torchmetrics syncs
+its states across ranks but cannot know which items are repeats; Lightning advises testing on
+one device instead). Each item now counts once, as in a one-process test of the same weights.
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ class FamilyModule(pl.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        for metric in self.test_metrics.values(copy_state=False):
+            # fed every rank's items once (see the module): nothing to sync at compute (the
+            # constructor's `distributed_available_fn`; `sync_on_compute` is read at init)
+            metric.distributed_available_fn = _computed_locally
         self.test_predictions: dict[str, torch.Tensor] = {}
         self._test_batches: list[dict[str, torch.Tensor]] = []
         # seconds in the network's forward passes during test (no loading, no metrics): the
@@ -94,9 +104,9 @@ class FamilyModule(pl.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         predictions, loss = self.test_outputs(batch)
         self.log("test/loss", loss, on_epoch=True, batch_size=len(batch["index"]))
-        self.test_metrics.update(self.metric_inputs(predictions),
-                                 self.metric_target(batch["target"]))
         self._test_batches.append({"index": batch["index"],
+                                   **_flat(METRIC_INPUTS, self.metric_inputs(predictions)),
+                                   **_flat(METRIC_TARGET, self.metric_target(batch["target"])),
                                    **self.per_sample(batch, predictions)})
 
     def on_test_epoch_start(self) -> None:
@@ -118,8 +128,6 @@ class FamilyModule(pl.LightningModule):
         for hook in self._test_timers:
             hook.remove()
         self._test_timers = []
-        self.log_dict(self.test_metrics.compute())
-        self.test_metrics.reset()
         kept = {key: torch.cat([b[key] for b in self._test_batches])
                 for key in self._test_batches[0]}
         if self.trainer.world_size > 1:  # gather all ranks, drop the sampler's padded repeats
@@ -127,8 +135,13 @@ class FamilyModule(pl.LightningModule):
             index, first = _first_occurrence(kept["index"])
             kept = {key: index if key == "index" else value[first]
                     for key, value in kept.items()}
-        order = kept["index"].argsort()
-        self.test_predictions = {key: value[order].cpu() for key, value in kept.items()}
+        order = kept["index"].argsort()  # item order: ties rank as in one process
+        kept = {key: value[order] for key, value in kept.items()}
+        self.test_metrics.update(_unflat(METRIC_INPUTS, kept), _unflat(METRIC_TARGET, kept))
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+        self.test_predictions = {key: value.cpu() for key, value in kept.items()
+                                 if not key.startswith((METRIC_INPUTS, METRIC_TARGET))}
         self._test_batches.clear()
 
     def configure_optimizers(self):
@@ -138,6 +151,28 @@ class FamilyModule(pl.LightningModule):
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
                                                          "interval": "epoch"}}
+
+
+METRIC_INPUTS, METRIC_TARGET = "_metric_inputs", "_metric_target"
+
+
+def _computed_locally() -> bool:
+    """A test metric's ``distributed_available_fn``: it syncs nothing across ranks."""
+    return False
+
+
+def _flat(name: str, value: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A metric's input (a tensor, or a dict of them) as per-item keys of a test batch."""
+    if isinstance(value, dict):
+        return {f"{name}.{key}": item for key, item in value.items()}
+    return {name: value}
+
+
+def _unflat(name: str, kept: dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
+    if name in kept:
+        return kept[name]
+    return {key.removeprefix(f"{name}."): value for key, value in kept.items()
+            if key.startswith(f"{name}.")}
 
 
 def _synchronize(device: torch.device) -> None:
