@@ -14,7 +14,8 @@ from PIL import Image
 
 from medbench.cli import main
 from medbench.config import compose_config
-from medbench.explain.saliency import overlay, saliency_maps, target_layer_name
+from medbench.explain.overlays import overlay
+from medbench.explain.saliency import saliency_maps, target_layer_name
 from medbench.explain.sanity import (
     cascading_randomisation,
     mean_rank_correlation,

@@ -99,10 +99,11 @@ def log_explanation(tracker: Tracker, run_id: str, folder: Path, files: list[Pat
         tracker.client.log_metric(run_id, key, float(value))
 
 
-def summary_lines(run_id: str, metrics: dict[str, float], options: ExplainOptions) -> list[str]:
-    """What the command prints: per method the sanity check and faithfulness."""
+def summary_lines(run_id: str, metrics: dict[str, float]) -> list[str]:
+    """What the command prints: per method explained the sanity check and faithfulness."""
     lines = [f"run {run_id}: explanations logged under artifacts {EXPLAIN_FOLDER}/"]
-    for method in options.methods:
+    methods = [key.split("/")[1] for key in metrics if key.endswith("/rank_corr_randomized")]
+    for method in methods:
         corr = metrics[f"explain/{method}/rank_corr_randomized"]
         flag = metrics[f"explain/{method}/sanity_flag"]
         lines.append(
@@ -120,6 +121,7 @@ def main(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help") or "=" in args[0]:
         print("usage: medbench explain <run id> [explain.methods=[gradcam,gradcam_pp,scorecam]]"
               " [explain.target_layer=<layer>] [explain.indices=[0,5]] [explain.top=4] "
+              "[explain.crop=[64,64]] "
               "[tracking.uri=...] [paths.results_dir=...]")
         return 0 if args and args[0] in ("-h", "--help") else 2
     run_id, rest = args[0], args[1:]
@@ -128,5 +130,5 @@ def main(args: list[str]) -> int:
     metrics = explain_tracked_run(run_id, str(cfg.tracking.uri), Path(cfg.paths.runs_dir),
                                   options, cfg.tracking.get("timeout_s", 5),
                                   cfg.tracking.get("retries", 2))
-    print("\n".join(summary_lines(run_id, metrics, options)))
+    print("\n".join(summary_lines(run_id, metrics)))
     return 0

@@ -1,5 +1,6 @@
-"""A trained network's test images explained: the chosen, most confident and worst-handled
-items, a map per method, overlays, the randomisation check and a faithfulness score."""
+"""A trained network's test items explained (images, signals, volumes; whole or the family's
+crop): the chosen, most confident and worst-handled items, a map per method, overlays, the
+randomisation check and a faithfulness score."""
 
 from __future__ import annotations
 
@@ -16,10 +17,17 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from PIL import Image
 from torch import nn
+from torch.utils.data import DataLoader, Subset
 
 from medbench.data.base import SplitDataModule
 from medbench.errors import ConfigError
-from medbench.explain.saliency import check_methods, overlay, saliency_maps, target_layer_name
+from medbench.explain.overlays import overlay
+from medbench.explain.saliency import (
+    check_methods,
+    methods_for,
+    saliency_maps,
+    target_layer_name,
+)
 from medbench.explain.sanity import cascading_randomisation, confidence_change
 from medbench.explain.targets import SaliencyTargets
 
@@ -28,8 +36,13 @@ from medbench.explain.targets import SaliencyTargets
 class ExplainOptions:
     """``explain.*``: what is explained and checked."""
 
-    methods: list[str] = field(default_factory=lambda: ["gradcam", "gradcam_pp", "scorecam"])
+    # null: those the input supports (2D images: gradcam, gradcam_pp, scorecam; signals and
+    # volumes: gradcam, gradcam_pp)
+    methods: list[str] | None = None
     target_layer: str | None = None  # null: the last module producing a spatial feature map
+    # a centred crop of each test item, a size per spatial dim, scored and explained (null:
+    # the family's: whole items; segmentation: sides cut to multiples of 32)
+    crop: list[int] | None = None
     indices: list[int] = field(default_factory=list)  # test items explained by choice
     top: int = 4  # the most confident and the worst-handled test items explained, each
     sanity_stages: int = 3  # cascade stages: the top layer alone ... every layer re-initialised
@@ -50,26 +63,40 @@ def explain_options(values: Any = None) -> ExplainOptions:
     except OmegaConfBaseException as err:
         raise ConfigError(f"explain: {str(err).splitlines()[0]}") from None
     options = ExplainOptions(**OmegaConf.to_container(merged))
-    options.methods = check_methods(options.methods)
-    if not options.methods or options.top < 0 or options.sanity_stages < 1:
+    if options.methods is not None:
+        options.methods = check_methods(options.methods)
+    if options.methods == [] or options.top < 0 or options.sanity_stages < 1:
         raise ConfigError("explain: methods must name one method or more, top be >= 0 and "
                           "sanity_stages >= 1")
     return options
 
 
-def test_scores(net: nn.Module, datamodule: SplitDataModule, targets: SaliencyTargets
-                ) -> dict[str, torch.Tensor]:
-    """Per test item (in the split's order) the family's scores and its target."""
+def test_scores(net: nn.Module, datamodule: SplitDataModule, targets: SaliencyTargets,
+                crop: list[int] | None = None) -> dict[str, torch.Tensor]:
+    """Per test item (in the split's order) the family's scores of the part explained, and its
+    target when that is a tensor (a label, not a mask)."""
     net.eval()
     rows: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():
         for batch in datamodule.test_dataloader():
+            batch = targets.prepare(batch, crop)
             outputs = net(batch["image"].to(next(net.parameters()).device)).cpu()
             scores = targets.scores(outputs, batch["target"], datamodule.info)
-            for key, value in {**scores, "index": batch["index"],
-                               "target": batch["target"]}.items():
+            extra = {"target": batch["target"]} if torch.is_tensor(batch["target"]) else {}
+            for key, value in {"index": batch["index"], **extra, **scores}.items():
                 rows.setdefault(key, []).append(value)
     return {key: torch.cat(values) for key, values in rows.items()}
+
+
+def test_items(datamodule: SplitDataModule, targets: SaliencyTargets, positions: list[int],
+               crop: list[int] | None) -> dict[str, Any]:
+    """The test items at ``positions`` as one batch (the split's own collation), prepared as
+    the family explains them."""
+    loader = datamodule.test_dataloader()
+    subset = Subset(loader.dataset, positions)
+    batch = next(iter(DataLoader(subset, batch_size=len(positions),
+                                 collate_fn=loader.collate_fn)))
+    return targets.prepare(batch, crop)
 
 
 def selected_items(scores: dict[str, torch.Tensor], options: ExplainOptions
@@ -95,8 +122,9 @@ def selected_items(scores: dict[str, torch.Tensor], options: ExplainOptions
 
 def explain_network(net: nn.Module, datamodule: SplitDataModule, targets: SaliencyTargets,
                     options: ExplainOptions, folder: Path) -> tuple[list[Path], dict[str, float]]:
-    """Writes ``folder/<method>/<why>_<index>.png`` overlays, ``folder/explained.csv`` (per
-    item) and ``folder/scores.json`` (per method); returns the files and the metrics
+    """Writes ``folder/<method>/<why>_<index>.png`` overlays (of the size of the image or crop
+    explained; a signal's plot; a volume's middle slice), ``folder/explained.csv`` (per item)
+    and ``folder/scores.json`` (per method); returns the files and the metrics
     ``explain/<method>/...`` of a run."""
     try:
         device = torch.device(options.device)
@@ -105,27 +133,28 @@ def explain_network(net: nn.Module, datamodule: SplitDataModule, targets: Salien
         raise ConfigError(f"explain.device={options.device}: {str(err).splitlines()[0]}"
                           ) from None
     datamodule.setup()
-    dataset = datamodule.test_dataloader().dataset
-    layer = target_layer_name(net, dataset[0]["image"][None].to(device), options.target_layer)
-    scores = test_scores(net, datamodule, targets)
+    example = test_items(datamodule, targets, [0], options.crop)["image"].to(device)
+    methods = methods_for(options.methods, example)
+    layer = target_layer_name(net, example, options.target_layer)
+    scores = test_scores(net, datamodule, targets, options.crop)
     items = selected_items(scores, options)
-    images = torch.stack([dataset[i]["image"] for i, _ in items]).to(device)
-    predicted = scores["predicted"][[i for i, _ in items]]
-    map_targets = targets.map_targets(predicted)
     positions = [i for i, _ in items]
+    batch = test_items(datamodule, targets, positions, options.crop)
+    images = batch["image"].to(device)
+    with torch.no_grad():
+        predicted = targets.predicted(net(images), batch["target"])
+    map_targets = targets.map_targets(predicted)
     table = pd.DataFrame({"position": positions, "why": [w for _, w in items],
-                          "index": scores["index"][positions].tolist(),
-                          "target": scores["target"][positions].tolist(),
-                          "predicted": predicted.tolist(),
-                          "confidence": scores["confidence"][positions].tolist()})
+                          **{key: value[positions].tolist() for key, value in scores.items()}})
     if folder.exists():  # a previous explanation's files: replaced, not mixed in
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     files: list[Path] = []
     metrics: dict[str, float] = {}
     report: dict[str, Any] = {"target_layer": layer, "options": asdict(options),
-                              "items": len(items), "methods": {}}
-    for method in options.methods:
+                              "input_shape": list(images.shape[1:]), "items": len(items),
+                              "methods": {}}
+    for method in methods:
         start = time.perf_counter()
         maps = saliency_maps(net, method, layer, images, map_targets)
         seconds = (time.perf_counter() - start) / len(items)

@@ -1,10 +1,13 @@
-"""Saliency maps through the ``grad-cam`` package: its methods by name, the target layer found
-on the example input (or named in config) and overlays of the input's size."""
+"""Saliency maps by method name: ``grad-cam`` for 2D images (N, C, H, W), MONAI for signals
+(N, C, L) and volumes (N, C, D, H, W) (``monai_cam.py``), chosen by the input's dimensionality;
+the target layer found on the example input (or named in config)."""
 
 from __future__ import annotations
 
 import difflib
 import functools
+import math
+import weakref
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 
@@ -20,20 +23,24 @@ from pytorch_grad_cam import (
     score_cam,
 )
 from pytorch_grad_cam.base_cam import BaseCAM
-from pytorch_grad_cam.utils.image import show_cam_on_image
 from torch import nn
 
 from medbench.errors import ConfigError
+from medbench.explain import monai_cam
 
 # method name (an MLflow key part: no '+') -> the package's class
 METHODS: dict[str, type[BaseCAM]] = {"gradcam": GradCAM, "gradcam_pp": GradCAMPlusPlus,
                                      "scorecam": ScoreCAM, "ablationcam": AblationCAM}
 GRADIENT_FREE = ("scorecam", "ablationcam")
+# the methods explain.methods=null runs, per input dimensionality (2D images: grad-cam's)
+DEFAULT_METHODS = ("gradcam", "gradcam_pp", "scorecam")
 # other spellings accepted in explain.methods
 ALIASES = {"gradcam++": "gradcam_pp", "gradcampp": "gradcam_pp", "score-cam": "scorecam",
            "ablation-cam": "ablationcam", "grad-cam": "gradcam"}
 # channels the gradient-free methods score per forward pass (the package's default: 16, 32)
 PERTURBATION_BATCH = 64
+IMAGE_DIMS = 4  # (N, C, H, W): grad-cam's inputs; any other dimensionality goes to MONAI
+SHAPES = {3: "(N, C, L)", 4: "(N, C, H, W)", 5: "(N, C, D, H, W)"}
 
 # the gradient-free methods draw a progress bar per image on stderr: silenced
 for _module in (score_cam, ablation_cam):
@@ -53,16 +60,34 @@ def check_methods(names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))  # each once
 
 
+def methods_for(names: Sequence[str] | None, example: torch.Tensor) -> list[str]:
+    """The methods run on inputs shaped like ``example``: ``names``, or with None the defaults
+    the input supports; a one-line error for a method it does not."""
+    if example.dim() == IMAGE_DIMS:
+        return list(names or DEFAULT_METHODS)
+    supported = [m for m in DEFAULT_METHODS if m in monai_cam.METHODS]
+    if names is None:
+        return supported
+    refused = [m for m in names if m not in monai_cam.METHODS]
+    if refused:
+        raise ConfigError(f"explain.methods: {refused[0]} is not available for "
+                          f"{SHAPES.get(example.dim(), f'{example.dim()}D')} inputs "
+                          f"(supported: {', '.join(monai_cam.METHODS)}; the gradient-free "
+                          "methods are grad-cam's, for 2D images only)")
+    return list(names)
+
+
 def spatial_layers(net: nn.Module, example: torch.Tensor) -> list[str]:
-    """Names of the modules whose output is a 4D feature map larger than 1x1 on ``example``,
-    in the order their outputs are complete (a block after its last layer)."""
-    found: list[str] = []
+    """Names of the modules whose output is a feature map shaped like the input (as many
+    dims, the same batch, more than one position), in the order their outputs are complete (a
+    block after its last layer); never the network's output itself (a dense model's logits)."""
+    found: list[tuple[str, weakref.ref]] = []
 
     def hook(name: str) -> Callable:
         def record(_module, _inputs, output) -> None:
-            if isinstance(output, torch.Tensor) and output.dim() == 4 and \
-                    output.shape[-1] * output.shape[-2] > 1:
-                found.append(name)
+            if isinstance(output, torch.Tensor) and output.dim() == example.dim() and \
+                    output.shape[0] == example.shape[0] and math.prod(output.shape[2:]) > 1:
+                found.append((name, weakref.ref(output)))
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in net.named_modules() if n]
@@ -70,18 +95,20 @@ def spatial_layers(net: nn.Module, example: torch.Tensor) -> list[str]:
         was_training = net.training
         net.eval()
         with torch.no_grad():
-            net(example)
+            final = net(example)
         net.train(was_training)
     finally:
         for handle in handles:
             handle.remove()
-    return list(dict.fromkeys(found))
+    # a freed output's weak reference is dead: only modules passing the output on match
+    return list(dict.fromkeys(name for name, ref in found if ref() is not final))
 
 
 def target_layer_name(net: nn.Module, example: torch.Tensor, wanted: str | None = None) -> str:
     """The layer maps are taken at: ``wanted`` (``explain.target_layer``, with or without the
     LightningModule's ``net.`` prefix) or the last module producing a spatial feature map."""
     candidates = spatial_layers(net, example)
+    shape = SHAPES.get(example.dim(), f"{example.dim()}D")
     if wanted:
         name = wanted.removeprefix("net.")
         modules = dict(net.named_modules())
@@ -92,18 +119,21 @@ def target_layer_name(net: nn.Module, example: torch.Tensor, wanted: str | None 
                               + f" (layers with a spatial feature map, last first: "
                               f"{', '.join(reversed(candidates[-8:])) or 'none'})")
         if name not in candidates:
-            raise ConfigError(f"explain.target_layer: '{wanted}' gives no spatial feature map "
-                              f"(candidates, last first: {', '.join(reversed(candidates[-8:]))})")
+            raise ConfigError(f"explain.target_layer: '{wanted}' gives no {shape} feature map "
+                              f"(candidates, last first: "
+                              f"{', '.join(reversed(candidates[-8:])) or 'none'})")
         return name
     if not candidates:
-        raise ConfigError("explain: the model has no layer with a spatial feature map (4D, "
-                          "larger than 1x1) to take a saliency map at")
+        raise ConfigError(f"explain: the model has no layer with a {shape} feature map (the "
+                          "input's shape, more than one position) to take a saliency map at")
     return candidates[-1]
 
 
 def saliency_maps(net: nn.Module, method: str, layer: str, images: torch.Tensor,
                   targets: Sequence[Callable]) -> np.ndarray:
-    """Maps in [0, 1] of shape (N, H, W) (the input's height and width) for ``images``."""
+    """Maps in [0, 1] of the inputs' spatial shape (N, *S) for ``images``."""
+    if images.dim() != IMAGE_DIMS:
+        return monai_cam.saliency_maps(net, method, layer, images, targets)
     cam = METHODS[method](model=net, target_layers=[net.get_submodule(layer)])
     if method in GRADIENT_FREE:
         cam.batch_size = PERTURBATION_BATCH
@@ -111,19 +141,3 @@ def saliency_maps(net: nn.Module, method: str, layer: str, images: torch.Tensor,
         return np.asarray(cam(input_tensor=images, targets=list(targets)), dtype=np.float32)
     finally:
         cam.activations_and_grads.release()
-
-
-def display_image(image: torch.Tensor) -> np.ndarray:
-    """A normalised input (C, H, W) as an RGB float image in [0, 1] (H, W, 3): min-max scaled,
-    one channel repeated, more than three reduced to the first three."""
-    pixels = image.detach().float().cpu().numpy()
-    pixels = pixels[:3] if pixels.shape[0] >= 3 else np.repeat(pixels[:1], 3, axis=0)
-    low, high = pixels.min(), pixels.max()
-    pixels = (pixels - low) / (high - low) if high > low else np.zeros_like(pixels)
-    return np.ascontiguousarray(pixels.transpose(1, 2, 0), dtype=np.float32)
-
-
-def overlay(image: torch.Tensor, saliency: np.ndarray, image_weight: float = 0.5) -> np.ndarray:
-    """The heat map over the image, uint8 RGB of the input's size (H, W, 3)."""
-    return show_cam_on_image(display_image(image), saliency, use_rgb=True,
-                             image_weight=image_weight)

@@ -55,7 +55,7 @@ def rank_correlation(first: np.ndarray, second: np.ndarray) -> float:
 
 
 def mean_rank_correlation(first: np.ndarray, second: np.ndarray) -> float:
-    """The mean of :func:`rank_correlation` over items (N, H, W)."""
+    """The mean of :func:`rank_correlation` over items (N, *S): images, signals, volumes."""
     return float(np.mean([rank_correlation(a, b) for a, b in zip(first, second, strict=True)]))
 
 
@@ -77,9 +77,10 @@ def cascading_randomisation(net: nn.Module, maps_of: Callable[[nn.Module], np.nd
 
 def confidence_change(net: nn.Module, images: torch.Tensor, maps: np.ndarray,
                       targets: Sequence[Callable]) -> float:
-    """The package's ``CamMultImageConfidenceChange``: the mean change of the explained class's
-    probability when the image is multiplied by its map (higher: the map keeps what the model
-    needs; near 0 or above is faithful, strongly negative is not)."""
+    """The package's ``CamMultImageConfidenceChange``: the mean change of the explained
+    target's probability when the input is multiplied by its map (N, *S), broadcast over the
+    channels (higher: the map keeps what the model needs; near 0 or above is faithful,
+    strongly negative is not)."""
     net.eval()
     change = CamMultImageConfidenceChange()(images, maps, list(targets), net)
     return float(np.mean(change))
