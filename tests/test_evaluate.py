@@ -5,6 +5,7 @@ data the network was not built for is one line."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,3 +149,56 @@ def test_under_ddp_each_test_item_counts_once(source_run, odd_test_split):
     assert len(keys) >= 10
     for key in keys:
         assert two[key] == pytest.approx(one[key], abs=1e-6), key
+
+
+def test_predict_applies_the_run_to_new_image_files(source_run, tmp_path, data_dir, capsys):
+    """`medbench predict` on real BreastMNIST test images saved as PNG files (a folder, a CSV
+    manifest, one image): the run's own pipeline, so each file's probabilities are those the
+    run's test gave the same image."""
+    import pandas as pd
+
+    results, source_id, _ = source_run
+    images = np.load(data_dir / "medmnist" / "breastmnist.npz")["test_images"][:12]
+    (tmp_path / "new" / "more").mkdir(parents=True)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / "new" / ("more" if i % 2 else ".") / f"{i:02d}.png")
+    tested = pd.read_csv(results / "runs" / source_id / "predictions_test.csv").set_index("index")
+    out = tmp_path / "predicted.csv"
+    assert main(["predict", source_id, str(tmp_path / "new"), "--out", str(out),
+                 f"paths.results_dir={results}"]) == 0
+    assert "12 prediction(s)" in capsys.readouterr().out
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["sample_id", "predicted", "prob_malignant",
+                                   "prob_normal, benign"]
+    assert len(table) == 12 and table["sample_id"].iloc[1] == "02.png"
+    for sample, prob in zip(table["sample_id"], table["prob_normal, benign"], strict=True):
+        assert prob == pytest.approx(tested.loc[int(Path(sample).stem), "prob_1"], abs=1e-5)
+    assert set(table["predicted"]) <= {"malignant", "normal, benign"}
+
+    (tmp_path / "list.csv").write_text("path\nnew/02.png\nnew/more/05.png\n")
+    assert main(["predict", source_id, str(tmp_path / "list.csv"), "--out", str(out),
+                 f"paths.results_dir={results}"]) == 0
+    assert pd.read_csv(out)["sample_id"].tolist() == ["new/02.png", "new/more/05.png"]
+    assert main(["predict", source_id, str(tmp_path / "new" / "00.png"),
+                 f"paths.results_dir={results}"]) == 0  # default: under the results folder
+    assert (results / "predictions" / source_id / "00.csv").is_file()
+
+
+def test_predict_refuses_what_the_network_was_not_built_for(source_run, tmp_path, capsys):
+    results, source_id, _ = source_run
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "big.png")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "nopath.csv").write_text("file\nbig.png\n")
+    cases = [(tmp_path / "big.png", "big.png gives an input of shape [1, 64, 64]"),
+             (tmp_path / "empty", "no ['.bmp', '.jpeg'"),
+             (tmp_path / "nopath.csv", "has no 'path' column (columns: file)"),
+             (tmp_path / "missing", "missing not found")]
+    for where, says in cases:
+        assert main(["predict", source_id, str(where), f"paths.results_dir={results}"]) == 1
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+    from medbench.errors import ConfigError
+    from medbench.family import get_family
+
+    with pytest.raises(ConfigError, match="the segmentation family writes no predictions yet"):
+        get_family("segmentation").prediction_columns(None, None)

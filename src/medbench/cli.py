@@ -27,6 +27,8 @@ COMMANDS = {
                "explain.target_layer=<layer> explain.indices=[0,5]]",
     "evaluate": "test a run's selected checkpoint on other data (external validation), as a "
                 "new tracked run: medbench evaluate <run id> data=<dataset> [data.<key>=...]",
+    "predict": "apply a run's selected checkpoint to new images: medbench predict <run id> "
+               "<folder | image | manifest.csv> [--out file.csv]",
     "models": "list the registered models: medbench models [--cost | <name> ...]",
     "datasets": "list the data sources and which data is present under the data root",
 }
@@ -232,28 +234,24 @@ def _leaderboard(args: list[str]) -> int:
     return _composed(run)
 
 
-def _explain(args: list[str]) -> int:
-    from medbench.explain.command import main as explain
-
-    return _composed(lambda: explain(args))
-
-
-def _evaluate(args: list[str]) -> int:
-    from medbench.evaluate import main as evaluate
-
-    return _composed(lambda: evaluate(args))
+# commands whose module's ``main(args)`` takes the arguments; True: it composes a config (Hydra's
+# own errors exit 2 with its message)
+MODULE_COMMANDS = {"explain": ("medbench.explain.command", True),
+                   "evaluate": ("medbench.evaluate", True),
+                   "predict": ("medbench.predict", True),
+                   "models": ("medbench.listings.models", False),
+                   "datasets": ("medbench.listings.datasets", False)}
 
 
-def _models(args: list[str]) -> int:
-    from medbench.listings.models import main as list_models
+def _module_command(name: str) -> Callable[[list[str]], int]:
+    def run(args: list[str]) -> int:
+        import importlib
 
-    return list_models(args)
+        module, composes = MODULE_COMMANDS[name]
+        command = importlib.import_module(module).main
+        return _composed(lambda: command(args)) if composes else command(args)
 
-
-def _datasets(args: list[str]) -> int:
-    from medbench.listings.datasets import main as list_datasets
-
-    return list_datasets(args)
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides")
     args = parser.parse_args(argv)
     handler = {"train": _train, "tune": _tune, "trial": _trial, "runs": _runs,
-               "reproduce": _reproduce, "leaderboard": _leaderboard, "explain": _explain,
-               "evaluate": _evaluate, "models": _models, "datasets": _datasets}[args.command]
+               "reproduce": _reproduce, "leaderboard": _leaderboard}.get(
+        args.command) or _module_command(args.command)
     signals.install()  # SIGTERM ends a run KILLED, as Ctrl-C does; neither mid-store-write
     try:
         return handler(args.overrides)

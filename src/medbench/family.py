@@ -158,6 +158,12 @@ class Family:
         index; written last, as text) and the family's own keys."""
         raise NotImplementedError
 
+    def prediction_columns(self, outputs: torch.Tensor, info: DatasetInfo) -> dict[str, list]:
+        """``medbench predict``'s CSV columns for a batch of the network's outputs, one value
+        per item each; a family without them is refused in one line."""
+        raise ConfigError(f"medbench predict: the {self.name} family writes no predictions "
+                          "yet (classification runs only)")
+
 
 FAMILIES = Registry("family")
 

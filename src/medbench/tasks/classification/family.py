@@ -99,3 +99,17 @@ class ClassificationFamily(Family):
 
         return write_test_outputs(predictions, info.label_type, info.label_names, folder,
                                   positive_class=info.positive_class or 1)
+
+    def prediction_columns(self, outputs: torch.Tensor, info: DatasetInfo) -> dict[str, list]:
+        """``predicted`` (the class name; multi-label: the labels at probability >= 0.5,
+        joined by ';') and ``prob_<class>`` per class (softmax; sigmoid for multi-label)."""
+        names = list(info.label_names) or [str(i) for i in range(info.num_classes)]
+        if info.label_type == "multilabel":
+            probs = outputs.float().sigmoid()
+            predicted = [";".join(n for n, p in zip(names, row, strict=True) if p >= 0.5)
+                         for row in probs.tolist()]
+        else:
+            probs = outputs.float().softmax(1)
+            predicted = [names[i] for i in probs.argmax(1).tolist()]
+        return {"predicted": predicted,
+                **{f"prob_{name}": probs[:, i].tolist() for i, name in enumerate(names)}}
