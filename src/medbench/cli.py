@@ -29,6 +29,8 @@ COMMANDS = {
                 "new tracked run: medbench evaluate <run id> data=<dataset> [data.<key>=...]",
     "predict": "apply a run's selected checkpoint to new images: medbench predict <run id> "
                "<folder | image | manifest.csv> [--out file.csv]",
+    "export": "a run's network as ONNX + TorchScript, checked against PyTorch: medbench export "
+              "<run id> [--format onnx,torchscript] [--out DIR]",
     "models": "list the registered models: medbench models [--cost | <name> ...]",
     "datasets": "list the data sources and which data is present under the data root",
 }
@@ -57,6 +59,7 @@ def _composed(command: Callable[[], int]) -> int:
 
 
 def _train(overrides: list[str]) -> int:
+    from medbench.cluster import submit_jobs
     from medbench.config import compose_config
     from medbench.hydra_habits import composed_yaml, config_menu, split_flags, sweep
     from medbench.repeats import train_repeats
@@ -71,7 +74,10 @@ def _train(overrides: list[str]) -> int:
         if cfg_part:
             print(redact(composed_yaml(flags, cfg_part)))
             return 0
-        for job in sweep(flags) if multirun else [flags]:
+        jobs = sweep(flags) if multirun else [flags]
+        if submit_jobs("train", jobs) is not None:
+            return 0  # cluster=slurm: submitted, run on the cluster
+        for job in jobs:
             if multirun:
                 print(redact(f"multirun: {' '.join(job)}"))
             outcomes = train_repeats(compose_config(job), train_run)
@@ -83,6 +89,7 @@ def _train(overrides: list[str]) -> int:
 
 
 def _tune(overrides: list[str]) -> int:
+    from medbench.cluster import submit_jobs
     from medbench.errors import ConfigError
     from medbench.hydra_habits import composed_yaml, config_menu, split_flags
     from medbench.report import print_study
@@ -97,28 +104,11 @@ def _tune(overrides: list[str]) -> int:
                               " study.n_trials=<n>)")
         elif cfg_part:
             print(redact(composed_yaml(flags, cfg_part, command="tune")))
-        else:
+        elif submit_jobs("tune", [flags]) is None:
             print_study(tune(flags))
         return 0
 
     return _composed(run)
-
-
-def _trial(args: list[str]) -> int:
-    import json
-    from pathlib import Path
-
-    from medbench.tracking import is_rank_zero
-    from medbench.tuning.trial import TrialSpec, run_trial
-
-    parser = argparse.ArgumentParser(prog="medbench trial")
-    parser.add_argument("spec", type=Path)
-    parser.add_argument("--result", type=Path, required=True)
-    options = parser.parse_args(args)
-    outcome = run_trial(TrialSpec.load(options.spec))
-    if is_rank_zero():
-        options.result.write_text(json.dumps(outcome))
-    return 0
 
 
 def _runs(args: list[str]) -> int:
@@ -239,8 +229,10 @@ def _leaderboard(args: list[str]) -> int:
 MODULE_COMMANDS = {"explain": ("medbench.explain.command", True),
                    "evaluate": ("medbench.evaluate", True),
                    "predict": ("medbench.predict", True),
+                   "export": ("medbench.export", True),
                    "models": ("medbench.listings.models", False),
-                   "datasets": ("medbench.listings.datasets", False)}
+                   "datasets": ("medbench.listings.datasets", False),
+                   "trial": ("medbench.tuning.trial", False)}
 
 
 def _module_command(name: str) -> Callable[[list[str]], int]:
@@ -264,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=", ".join(COMMANDS))
     parser.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides")
     args = parser.parse_args(argv)
-    handler = {"train": _train, "tune": _tune, "trial": _trial, "runs": _runs,
+    handler = {"train": _train, "tune": _tune, "runs": _runs,
                "reproduce": _reproduce, "leaderboard": _leaderboard}.get(
         args.command) or _module_command(args.command)
     signals.install()  # SIGTERM ends a run KILLED, as Ctrl-C does; neither mid-store-write

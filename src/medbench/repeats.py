@@ -27,7 +27,9 @@ BOOKKEEPING = ("seed", "seeds", "resume", "paths", "tracking", "name", "choices"
                # whether copies of an image across splits stop the run, not what it trains
                "data.duplicates",
                # saliency maps of the tested model (+explain.at_test): what is written after
-               "explain")
+               "explain",
+               # where the run is launched (here, or a SLURM job), not what it trains
+               "cluster")
 # Options added after runs were tracked, with their default: a run on the default hashes as
 # it did before the option existed, so adding an option does not split leaderboard rows.
 ADDED_DEFAULTS = {"model.init": "library", "data.family": "classification", "ensemble": None,
@@ -35,7 +37,7 @@ ADDED_DEFAULTS = {"model.init": "library", "data.family": "classification", "ens
                   # runner.calibration and .uncertainty*, under the runner's first name
                   # (legacy.hash_layout)
                   "task.calibration": None, "task.uncertainty": None,
-                  "task.uncertainty_passes": 20}
+                  "task.uncertainty_passes": 20, "trainer.num_nodes": 1}
 
 
 def config_hash(cfg: DictConfig) -> str:

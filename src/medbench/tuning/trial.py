@@ -76,3 +76,18 @@ def run_trial(spec: TrialSpec, trial: optuna.Trial | None = None) -> dict[str, A
         outcome["error"] = f"{type(err).__name__}: {first}"
     outcome["epochs"] = pruning.epochs
     return outcome
+
+
+def main(args: list[str]) -> int:
+    """``medbench trial <spec.json> --result <out.json>``: one trial in its own process (a DDP
+    launcher restarts it for each rank); rank 0 writes the outcome."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="medbench trial")
+    parser.add_argument("spec", type=Path)
+    parser.add_argument("--result", type=Path, required=True)
+    options = parser.parse_args(args)
+    outcome = run_trial(TrialSpec.load(options.spec))
+    if is_rank_zero():
+        options.result.write_text(json.dumps(outcome))
+    return 0
