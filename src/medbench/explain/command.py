@@ -59,6 +59,7 @@ def explain_tracked_run(run_id: str, uri: str, runs_dir: Path, options: ExplainO
         datamodule.setup()
         net = build_model(cfg, family, datamodule, tracker, scratch)
         load_pretrained(net, checkpoint, strict=True, key=f"run '{run_id}' checkpoint")
+        targets.use_checkpoint(checkpoint)
         folder = runs_dir / run_id / EXPLAIN_FOLDER
         files, metrics = explain_network(net, datamodule, targets, options, folder)
         log_explanation(tracker, run_id, folder, files, metrics)
@@ -77,8 +78,9 @@ def explain_after_test(tracker: Tracker, cfg: DictConfig, net: nn.Module,
         options = explain_options(OmegaConf.to_container(cfg.explain, resolve=True))
         load_pretrained(net, checkpoint, strict=True, key="explain.at_test: checkpoint")
         folder = run_dir / EXPLAIN_FOLDER
-        files, metrics = explain_network(net, datamodule, targets_for(family_of(cfg).name),
-                                         options, folder)
+        targets = targets_for(family_of(cfg).name)
+        targets.use_checkpoint(checkpoint)
+        files, metrics = explain_network(net, datamodule, targets, options, folder)
     except ConfigError as err:
         print(f"warning: explain.at_test: {err} (nothing explained; the run is kept: "
               f"medbench explain {tracker.run_id} explain.<key>=<value> explains it)",

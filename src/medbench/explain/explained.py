@@ -36,8 +36,8 @@ from medbench.explain.targets import SaliencyTargets
 class ExplainOptions:
     """``explain.*``: what is explained and checked."""
 
-    # null: those the input supports (2D images: gradcam, gradcam_pp, scorecam; signals and
-    # volumes: gradcam, gradcam_pp)
+    # null: those the input and the family support (2D images: gradcam, gradcam_pp, scorecam;
+    # signals, volumes and detection: gradcam, gradcam_pp)
     methods: list[str] | None = None
     target_layer: str | None = None  # null: the last module producing a spatial feature map
     # a centred crop of each test item, a size per spatial dim, scored and explained (null:
@@ -80,7 +80,8 @@ def test_scores(net: nn.Module, datamodule: SplitDataModule, targets: SaliencyTa
     with torch.no_grad():
         for batch in datamodule.test_dataloader():
             batch = targets.prepare(batch, crop)
-            outputs = net(batch["image"].to(next(net.parameters()).device)).cpu()
+            outputs = targets.outputs(net, batch["image"].to(next(net.parameters()).device))
+            outputs = outputs.cpu() if torch.is_tensor(outputs) else outputs
             scores = targets.scores(outputs, batch["target"], datamodule.info)
             extra = {"target": batch["target"]} if torch.is_tensor(batch["target"]) else {}
             for key, value in {"index": batch["index"], **extra, **scores}.items():
@@ -133,16 +134,18 @@ def explain_network(net: nn.Module, datamodule: SplitDataModule, targets: Salien
         raise ConfigError(f"explain.device={options.device}: {str(err).splitlines()[0]}"
                           ) from None
     datamodule.setup()
+    targets.check_network(net)
     example = test_items(datamodule, targets, [0], options.crop)["image"].to(device)
-    methods = methods_for(options.methods, example)
-    layer = target_layer_name(net, example, options.target_layer)
+    methods = methods_for(options.methods, example, targets.methods, targets.methods_note)
+    layer = target_layer_name(net, example, options.target_layer, targets.default_layer(net))
+    reshape = targets.reshape_transform(net)
     scores = test_scores(net, datamodule, targets, options.crop)
     items = selected_items(scores, options)
     positions = [i for i, _ in items]
     batch = test_items(datamodule, targets, positions, options.crop)
     images = batch["image"].to(device)
     with torch.no_grad():
-        predicted = targets.predicted(net(images), batch["target"])
+        predicted = targets.predicted(targets.outputs(net, images), batch["target"])
     map_targets = targets.map_targets(predicted)
     table = pd.DataFrame({"position": positions, "why": [w for _, w in items],
                           **{key: value[positions].tolist() for key, value in scores.items()}})
@@ -156,15 +159,18 @@ def explain_network(net: nn.Module, datamodule: SplitDataModule, targets: Salien
                               "methods": {}}
     for method in methods:
         start = time.perf_counter()
-        maps = saliency_maps(net, method, layer, images, map_targets)
+        maps = saliency_maps(net, method, layer, images, map_targets, reshape)
         seconds = (time.perf_counter() - start) / len(items)
         (folder / method).mkdir()
-        for (position, why), image, saliency in zip(items, images, maps, strict=True):
+        for item, ((position, why), image, saliency) in enumerate(
+                zip(items, images, maps, strict=True)):
             path = folder / method / f"{why}_{position:05d}.png"
-            Image.fromarray(overlay(image, saliency)).save(path)
+            picture = targets.annotate(overlay(image, saliency), predicted, item)
+            Image.fromarray(picture).save(path)
             files.append(path)
         stages = cascading_randomisation(
-            net, lambda model, m=method: saliency_maps(model, m, layer, images, map_targets),
+            net, lambda model, m=method: saliency_maps(model, m, layer, images, map_targets,
+                                                       reshape),
             maps, options.sanity_stages, options.seed)
         faithful = confidence_change(net, images, maps, targets.faithfulness_targets(predicted))
         randomized = stages[-1]["rank_corr"]

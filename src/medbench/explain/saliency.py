@@ -22,6 +22,7 @@ from pytorch_grad_cam import (
     ablation_cam,
     score_cam,
 )
+from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
 from pytorch_grad_cam.base_cam import BaseCAM
 from torch import nn
 
@@ -60,9 +61,20 @@ def check_methods(names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))  # each once
 
 
-def methods_for(names: Sequence[str] | None, example: torch.Tensor) -> list[str]:
+def methods_for(names: Sequence[str] | None, example: torch.Tensor,
+                family: Sequence[str] | None = None, note: str = "") -> list[str]:
     """The methods run on inputs shaped like ``example``: ``names``, or with None the defaults
-    the input supports; a one-line error for a method it does not."""
+    the input supports (and the family's targets, ``family``, when they name theirs); a
+    one-line error for a method either does not (``note``: why the family refuses it)."""
+    if family is not None and example.dim() == IMAGE_DIMS:
+        if names is None:
+            return [m for m in DEFAULT_METHODS if m in family]
+        refused = [m for m in names if m not in family]
+        if refused:
+            raise ConfigError(f"explain.methods: {refused[0]} is not available for this "
+                              f"family's models (supported: {', '.join(family)}"
+                              + (f"; {note}" if note else "") + ")")
+        return list(names)
     if example.dim() == IMAGE_DIMS:
         return list(names or DEFAULT_METHODS)
     supported = [m for m in DEFAULT_METHODS if m in monai_cam.METHODS]
@@ -104,9 +116,13 @@ def spatial_layers(net: nn.Module, example: torch.Tensor) -> list[str]:
     return list(dict.fromkeys(name for name, ref in found if ref() is not final))
 
 
-def target_layer_name(net: nn.Module, example: torch.Tensor, wanted: str | None = None) -> str:
+def target_layer_name(net: nn.Module, example: torch.Tensor, wanted: str | None = None,
+                      default: str | None = None) -> str:
     """The layer maps are taken at: ``wanted`` (``explain.target_layer``, with or without the
-    LightningModule's ``net.`` prefix) or the last module producing a spatial feature map."""
+    LightningModule's ``net.`` prefix), else the family's ``default`` (its targets' choice),
+    else the last module producing a spatial feature map."""
+    if default is not None and (not wanted or wanted.removeprefix("net.") == default):
+        return default
     candidates = spatial_layers(net, example)
     shape = SHAPES.get(example.dim(), f"{example.dim()}D")
     if wanted:
@@ -129,12 +145,47 @@ def target_layer_name(net: nn.Module, example: torch.Tensor, wanted: str | None 
     return candidates[-1]
 
 
+class LevelActivations(ActivationsAndGradients):
+    """The package's activations and gradients, also of a layer whose output is a dict of
+    tensors (torchvision's FPN levels): the package registers gradient hooks on a tensor
+    output only. Each level's gradient is kept (zeros for a level the target does not
+    reach) and the dict made one map by the reshape transform, as the activations are."""
+
+    @property
+    def gradients(self) -> list[torch.Tensor]:
+        if self._levels is None:
+            return self._plain
+        grads = {k: self._pending.get(k, torch.zeros_like(v)) for k, v in self._levels.items()}
+        grads = self.reshape_transform(grads) if self.reshape_transform else grads
+        return [grads.cpu().detach()]
+
+    @gradients.setter
+    def gradients(self, value: list[torch.Tensor]) -> None:
+        self._plain, self._pending, self._levels = value, {}, None
+
+    def save_gradient(self, module, inputs, output) -> None:
+        if not isinstance(output, dict):
+            super().save_gradient(module, inputs, output)
+            return
+        self._levels = {k: v.detach() for k, v in output.items()}
+        for key, value in output.items():
+            if torch.is_tensor(value) and value.requires_grad:
+                value.register_hook(lambda grad, k=key: self._pending.__setitem__(k, grad))
+
+
 def saliency_maps(net: nn.Module, method: str, layer: str, images: torch.Tensor,
-                  targets: Sequence[Callable]) -> np.ndarray:
-    """Maps in [0, 1] of the inputs' spatial shape (N, *S) for ``images``."""
+                  targets: Sequence[Callable],
+                  reshape_transform: Callable | None = None) -> np.ndarray:
+    """Maps in [0, 1] of the inputs' spatial shape (N, *S) for ``images``; the target layer's
+    output made an (N, C, *S) map by ``reshape_transform`` (the family's), if given."""
     if images.dim() != IMAGE_DIMS:
         return monai_cam.saliency_maps(net, method, layer, images, targets)
-    cam = METHODS[method](model=net, target_layers=[net.get_submodule(layer)])
+    cam = METHODS[method](model=net, target_layers=[net.get_submodule(layer)],
+                          reshape_transform=reshape_transform)
+    if reshape_transform is not None:
+        cam.activations_and_grads.release()
+        cam.activations_and_grads = LevelActivations(net, cam.target_layers,
+                                                     reshape_transform)
     if method in GRADIENT_FREE:
         cam.batch_size = PERTURBATION_BATCH
     try:  # not `with`: BaseCAM.__exit__ swallows an IndexError

@@ -1,18 +1,22 @@
 """What a saliency map explains, per family: the output a map is taken for, how sure the
 model is of each item and which part of an item is explained. A family plugs in with
-:func:`register_targets`; shared code never names one."""
+:func:`register_targets` (here: classification; ``<family>_targets.py`` beside this module,
+imported when a run of that family is explained; or a plugin); shared code never names one."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from pytorch_grad_cam.utils.model_targets import (
     ClassifierOutputSoftmaxTarget,
     ClassifierOutputTarget,
-    SemanticSegmentationTarget,
 )
+from torch import nn
 
 from medbench.data.base import DatasetInfo
 from medbench.errors import ConfigError
@@ -66,6 +70,37 @@ class SaliencyTargets:
         """The targets whose change the faithfulness score measures (probabilities)."""
         raise NotImplementedError
 
+    # hooks with the dense families' behaviour as default
+
+    methods: tuple[str, ...] | None = None  # the methods the family supports (None: all)
+    methods_note = ""  # why others are refused (the one-line error's tail)
+
+    def use_checkpoint(self, path: str | Path | None) -> None:
+        """Reads what the family keeps beside the network in the selected checkpoint (none)."""
+
+    def check_network(self, net: nn.Module) -> None:
+        """A one-line error for a network the targets cannot explain (none refused)."""
+
+    def outputs(self, net: nn.Module, images: torch.Tensor) -> Any:
+        """The network's outputs on a batch, as :meth:`scores` and :meth:`predicted` take
+        them: the network called on the images."""
+        return net(images)
+
+    def default_layer(self, net: nn.Module) -> str | None:
+        """The layer maps are taken at without ``explain.target_layer`` (None: the last
+        module producing a spatial feature map, found on an example input)."""
+        return None
+
+    def reshape_transform(self, net: nn.Module) -> Callable | None:
+        """The package's ``reshape_transform`` of the target layer's output into a (N, C,
+        *S) feature map (None: it is one already)."""
+        return None
+
+    def annotate(self, picture: np.ndarray, predicted: Any, item: int) -> np.ndarray:
+        """An overlay (H, W, 3 uint8) with what item ``item`` of ``predicted`` explains drawn
+        on it (nothing drawn: the heat map alone)."""
+        return picture
+
 
 TARGETS = Registry("saliency target")
 register_targets = TARGETS.register
@@ -95,98 +130,15 @@ class ClassTargets(SaliencyTargets):
         return [ClassifierOutputSoftmaxTarget(int(c)) for c in predicted]
 
 
-class MaskedProbabilityTarget:
-    """The mean probability (softmax over classes) of ``category`` over ``mask``: the package
-    has a segmentation target of summed logits only (``SemanticSegmentationTarget``)."""
-
-    def __init__(self, category: int, mask: torch.Tensor) -> None:
-        self.category, self.mask = category, mask.float()
-
-    def __call__(self, output: torch.Tensor) -> torch.Tensor:
-        mask = self.mask.to(output.device)
-        return (output.softmax(0)[self.category] * mask).sum() / mask.sum().clamp(min=1)
-
-
-@register_targets("segmentation")
-class SegmentationTargets(SaliencyTargets):
-    """Per image, on the part explained (a centred crop, below):
-
-    - maps of the predicted foreground class's logits summed over its predicted mask
-      (``SemanticSegmentationTarget``): the class predicted on most pixels, its mask the
-      pixels predicted as it (each pixel's most probable class; background outside the field
-      of view); an image predicted all background: class 1 over the whole crop;
-    - confidence: the mean probability of the predicted class over the pixels predicted
-      foreground in the FOV (0 when none); ``foreground``: their share of the FOV;
-    - worst: the lowest Dice against the reference (``true_score``: in the FOV, mean over the
-      foreground classes, at probability 0.5: the bare network carries no threshold chosen on
-      validation); an image whose reference is empty (Dice undefined) is never the worst;
-    - faithfulness: the mean probability of the explained class over its mask.
-
-    A map needs one forward pass, so images are explained on a centred crop rather than by
-    the runner's sliding windows: ``explain.crop``, else the largest crop whose sides are
-    multiples of 32 (a depth-5 U-Net's stride; DRIVE's 584x565 -> 576x544, cutting the black
-    rim outside the FOV). Scores, maps and overlays are all of that crop."""
-
-    multiple = 32
-
-    def prepare(self, batch: dict[str, Any], crop: Sequence[int] | None) -> dict[str, Any]:
-        spatial = batch["image"].shape[2:]
-        size = list(crop) if crop is not None else [
-            n - n % self.multiple if n >= self.multiple else n for n in spatial]
-        check_crop(size, spatial)
-        target = batch["target"]
-        if torch.is_tensor(target):  # a mask alone: every pixel scored
-            target = {"mask": target, "fov": torch.ones_like(target, dtype=torch.bool)}
-        target = {**target, "mask": centre_crop(target["mask"], size),
-                  "fov": centre_crop(target["fov"], size).bool()}
-        return {**batch, "image": centre_crop(batch["image"], size), "target": target}
-
-    def scores(self, outputs: torch.Tensor, targets: dict[str, torch.Tensor],
-               info: DatasetInfo) -> dict[str, torch.Tensor]:
-        from medbench.metrics.segmentation import FovPixelMetrics
-
-        mask, fov = targets["mask"], targets["fov"]
-        if outputs.shape[2:] != mask.shape[1:]:
-            raise ConfigError(f"explain: the model's output {list(outputs.shape[2:])} is not "
-                              f"its input's size {list(mask.shape[1:])}: segmentation maps "
-                              "need same-size outputs")
-        probs = outputs.float().softmax(1)
-        top, predicted = probs.max(1)
-        foreground = (predicted > 0) & fov
-        count = foreground.flatten(1).sum(1)
-        metric = FovPixelMetrics(probs.shape[1])
-        metric.update(probs, mask, fov)
-        dice = metric.per_image(torch.full((probs.shape[1] - 1,), 0.5))["dice"]
-        return {"confidence": (top * foreground).flatten(1).sum(1) / count.clamp(min=1),
-                "true_score": torch.as_tensor(dice, dtype=torch.float32),
-                "foreground": count / fov.flatten(1).sum(1).clamp(min=1)}
-
-    def predicted(self, outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
-        return outputs.argmax(1) * targets["fov"].to(outputs.device)
-
-    @staticmethod
-    def explained(predicted: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
-        """Per image the class explained and its mask (docstring of the class)."""
-        out = []
-        for labels in predicted.cpu():
-            counts = torch.bincount(labels.flatten())[1:]
-            if counts.sum() > 0:
-                category = int(counts.argmax()) + 1
-                out.append((category, labels == category))
-            else:
-                out.append((1, torch.ones_like(labels, dtype=torch.bool)))
-        return out
-
-    def map_targets(self, predicted: torch.Tensor) -> list[Callable]:
-        return [SemanticSegmentationTarget(c, mask.float().numpy())
-                for c, mask in self.explained(predicted)]
-
-    def faithfulness_targets(self, predicted: torch.Tensor) -> list[Callable]:
-        return [MaskedProbabilityTarget(c, mask) for c, mask in self.explained(predicted)]
-
-
 def targets_for(family: str) -> SaliencyTargets:
-    """The saliency targets of ``family``; a one-line error for a family that has none."""
+    """The saliency targets of ``family`` (its ``<family>_targets`` module beside this one
+    imported first, if there is one); a one-line error for a family that has none."""
+    if family not in TARGETS:
+        try:
+            importlib.import_module(f"medbench.explain.{family}_targets")
+        except ModuleNotFoundError as err:
+            if err.name != f"medbench.explain.{family}_targets":
+                raise
     if family not in TARGETS:
         raise ConfigError(f"medbench explain: no saliency targets for the {family} family yet "
                           f"(available: {', '.join(TARGETS.names())})")
