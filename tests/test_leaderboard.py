@@ -265,34 +265,10 @@ def test_train_time_of_a_two_stage_method_includes_its_source_runs():
 @pytest.fixture
 def tracking_server(tmp_path):
     """A real MLflow tracking server on 127.0.0.1 that serves its artifacts."""
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+    from conftest import mlflow_server
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--artifacts-destination", str(tmp_path / "served"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not start within 60 s")
+    with mlflow_server(f"sqlite:///{tmp_path}/server.db", tmp_path / "served") as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_leaderboard_over_a_tracking_server(tracking_server, tmp_path):

@@ -348,17 +348,37 @@ def test_every_sampler_and_pruner_runs_a_real_study(tune_args, results_dir, choi
     assert option.replace("_", "") in used
 
 
-def test_two_workers_share_a_postgresql_study_exactly(tune_args, results_dir, postgres_url):
-    args = tune_args("study.n_trials=4", "study.name=pg", "study/pruner=none",
-                     f"study.storage='{postgres_url}'", epochs=1)
-    workers = [worker(args) for _ in range(2)]
-    outputs = [w.communicate(timeout=600)[0] for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], [o[-2000:] for o in outputs]
-    study = optuna.load_study(study_name="pg", storage=postgres_url)
-    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
-    assert all(t.state == TrialState.COMPLETE for t in study.trials)
-    _, trials = runs_of(results_dir, "trial")
-    assert sorted(int(r.data.tags["optuna.trial"]) for r in trials) == [0, 1, 2, 3]
+def test_the_team_set_up_two_workers_one_postgresql_study_one_mlflow_server(
+        tune_args, results_dir, postgres_url, tmp_path):
+    """The README's team set-up, for real: PostgreSQL holds the study and (in a database of its
+    own) the tracking store of an `mlflow server` on 127.0.0.1; two `medbench tune` workers
+    share both. Every trial is in the study and in MLflow exactly once, one parent run."""
+    import psycopg2
+    from conftest import mlflow_server
+
+    dsn = {k: v for k, v in (p.split("=") for p in postgres_url.split("?")[1].split("&"))}
+    db = psycopg2.connect(dbname="postgres", user="medbench", **dsn)
+    db.autocommit = True  # CREATE DATABASE runs outside a transaction
+    db.cursor().execute("CREATE DATABASE mlflow")
+    db.close()
+    store = postgres_url.replace("/postgres?", "/mlflow?")
+    with mlflow_server(store, tmp_path / "artifacts") as url:
+        args = tune_args("study.n_trials=4", "study.name=pg", "study/pruner=none",
+                         f"study.storage='{postgres_url}'", f"tracking.uri={url}", epochs=1)
+        workers = [worker(args) for _ in range(2)]
+        outputs = [w.communicate(timeout=600)[0] for w in workers]
+        assert [w.returncode for w in workers] == [0, 0], [o[-2000:] for o in outputs]
+        study = optuna.load_study(study_name="pg", storage=postgres_url)
+        assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
+        assert all(t.state == TrialState.COMPLETE for t in study.trials)
+        client = MlflowClient(url)
+        ids = [e.experiment_id for e in client.search_experiments()]
+        trials = client.search_runs(ids, "tags.`medbench.kind` = 'trial'")
+        assert sorted(int(r.data.tags["optuna.trial"]) for r in trials) == [0, 1, 2, 3]
+        assert all(r.info.status == "FINISHED" for r in trials)
+        [parent] = client.search_runs(ids, "tags.`medbench.kind` = 'study'")
+        assert parent.info.status == "FINISHED"
+        assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}
 
 
 def test_an_override_of_a_tuned_key_is_refused_until_the_space_drops_it(results_dir, capsys):
