@@ -31,7 +31,8 @@ COMMANDS = {
                "<folder | image | manifest.csv> [--out file.csv]",
     "export": "a run's network as ONNX + TorchScript, checked against PyTorch: medbench export "
               "<run id> [--format onnx,torchscript] [--out DIR]",
-    "models": "list the registered models: medbench models [--cost | <name> ...]",
+    "register": "a run as a registered pyfunc model: medbench register <run id|study:S> [--name N]",
+    "models": "list the model architectures: medbench models [--cost | <name> ...]",
     "datasets": "list the data sources and which data is present under the data root",
 }
 
@@ -230,6 +231,7 @@ MODULE_COMMANDS = {"explain": ("medbench.explain.command", True),
                    "evaluate": ("medbench.evaluate", True),
                    "predict": ("medbench.predict", True),
                    "export": ("medbench.export", True),
+                   "register": ("medbench.serving", True),
                    "models": ("medbench.listings.models", False),
                    "datasets": ("medbench.listings.datasets", False),
                    "trial": ("medbench.tuning.trial", False)}
