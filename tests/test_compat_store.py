@@ -98,7 +98,9 @@ CHANGED = {"survey/dasgupta2017_multilabel_fcn_vessels",  # made runnable: segme
            "survey/emad2015_pyramid_of_scales_lv",
            # Table 13's patch-heatmap designs, made runnable on BCCD (detection proxies)
            "survey/shkolyar2015_lenet_mitosis", "survey/wang2016_googlenet_camelyon_metastasis",
-           "survey/vangrinsven2016_selective_sampling_hemorrhage"}
+           "survey/vangrinsven2016_selective_sampling_hemorrhage",
+           # made runnable on proxies (issue 21): attenuation windows, Gaussian init
+           "survey/gao2018_whole_image_attenuation", "survey/pratt2016_gaussian_init_dr"}
 
 
 @pytest.mark.parametrize("name", sorted(set(EXPECTED["presets"]) - CHANGED))

@@ -1,4 +1,5 @@
-"""Data sources: each module registers its datamodule; import them here, once."""
+"""Data sources (each module registers its datamodule) and medbench's own augment steps
+(``windows``: each registers its steps): import them here, once."""
 
 from medbench.data import (  # noqa: F401
     boxes,
@@ -10,6 +11,7 @@ from medbench.data import (  # noqa: F401
     medmnist,
     medmnist3d,
     volumes,
+    windows,
 )
 from medbench.data.base import DatasetInfo, SplitDataModule
 from medbench.data.registry import DATAMODULES, register_datamodule

@@ -20,11 +20,20 @@ from albumentations.pytorch import ToTensorV2
 
 from medbench.errors import ConfigError
 
+# medbench's own steps (albumentations subclasses for what albumentations lacks), by class name
+STEPS: dict[str, type] = {}
+
+
+def register_step(cls: type) -> type:
+    """Class decorator: an augment step usable by its class name beside albumentations'."""
+    STEPS[cls.__name__] = cls
+    return cls
+
 
 def _transform_class(name: str) -> type:
-    cls = getattr(A, name, None)
+    cls = STEPS.get(name) or getattr(A, name, None)
     if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
-        known = [n for n in dir(A) if isinstance(getattr(A, n), type)]
+        known = [*STEPS, *(n for n in dir(A) if isinstance(getattr(A, n), type))]
         close = difflib.get_close_matches(name, known, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"augment: unknown albumentations transform '{name}'{hint}")
@@ -41,7 +50,7 @@ def build_step(step: str | Mapping[str, Any]) -> A.BasicTransform:
         raise ConfigError(f"augment: step {dict(step)} has no 'name'")
     try:
         return _transform_class(name)(**kwargs)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError) as err:  # ConfigError of a medbench step passes through
         raise ConfigError(f"augment: bad arguments for {name} {kwargs}: {err}") from None
 
 

@@ -14,6 +14,8 @@ from medbench.registry import Registry
 
 MODELS = Registry("model")
 register_model = MODELS.register
+INITS = ("library", "pytorch", "gaussian")
+GAUSSIAN_STD = 0.01  # model.init=gaussian without model.kwargs.init_std (chosen; no paper value)
 
 
 def create_model(
@@ -33,11 +35,21 @@ def create_model(
     keep their trained weights instead of being re-initialised.
     ``init``: ``library`` keeps the builder's initialisation (timm's ResNets: Kaiming fan-out,
     last BN of each block zeroed); ``pytorch`` resets every layer to PyTorch's defaults, as
-    reference code built from plain ``nn`` modules has (MedMNIST v2's ResNets).
+    reference code built from plain ``nn`` modules has (MedMNIST v2's ResNets); ``gaussian``
+    draws every convolution and linear weight from N(0, ``init_std``) with zero biases
+    (Pratt et al. 2016, survey 4.6.1; ``model.kwargs.init_std``, default 0.01: the survey gives
+    no value).
     """
     entry = MODELS.get(name)
-    if init not in ("library", "pytorch"):
-        raise ConfigError(f"model.init={init!r} is not one of: library, pytorch")
+    if init not in INITS:
+        raise ConfigError(f"model.init={init!r} is not one of: {', '.join(INITS)}")
+    init_std = kwargs.pop("init_std", None)
+    if init_std is not None and init != "gaussian":
+        raise ConfigError(f"model.kwargs.init_std={init_std} is for model.init=gaussian, "
+                          f"not model.init={init}")
+    std = GAUSSIAN_STD if init_std is None else float(init_std)
+    if not std > 0:
+        raise ConfigError(f"model.kwargs.init_std={init_std}: expected a positive std")
     if input_size is not None:
         check_input_size(name, input_size)
     model = entry.builder(in_chans=in_chans, num_classes=num_classes, **kwargs)
@@ -45,9 +57,22 @@ def create_model(
         for module in model.modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
+    if init == "gaussian":
+        gaussian_init(model, std)
     if pretrained_path:
         load_pretrained(model, pretrained_path, keep_output_neurons=keep_output_neurons)
     return model
+
+
+def gaussian_init(model: nn.Module, std: float) -> None:
+    """Weights of every convolution and linear layer ~ N(0, std), their biases 0; other
+    layers (normalisation, embeddings) keep theirs."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+                module.weight.normal_(0.0, std)
+                if module.bias is not None:
+                    module.bias.zero_()
 
 
 def check_input_size(name: str, input_size: int) -> None:
