@@ -157,6 +157,22 @@ def postgres_url():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def lenet_breastmnist_run(tmp_path_factory, mlflow_template):
+    """A two-epoch LeNet-5 on the real BreastMNIST, in a store of its own, shared by the tests
+    that use a trained run (evaluate, predict, register): (results folder, run id, test
+    metrics). They add runs and model versions to that store, never change this run."""
+    results = tmp_path_factory.mktemp("lenet_breastmnist") / "results"
+    results.mkdir()
+    shutil.copyfile(mlflow_template, results / "mlflow.db")
+    from medbench.train import train_run
+
+    cfg = compose_config([f"paths.results_dir={results}", "trainer.enable_progress_bar=false",
+                          "data=breastmnist", "model=lenet5", "trainer.max_epochs=2"])
+    run_id, metrics = train_run(cfg)
+    return results, run_id, metrics
+
+
 @contextlib.contextmanager
 def mlflow_server(backend_store: str, artifacts: Path) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1 over ``backend_store``, serving its artifacts; its

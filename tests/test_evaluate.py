@@ -4,7 +4,6 @@ data the network was not built for is one line."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,22 +12,14 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from medbench.cli import main
-from medbench.config import compose_config
 from medbench.leaderboard.collect import collect_runs
 from medbench.leaderboard.keys import evaluation_only
-from medbench.train import train_run
 
 
 @pytest.fixture(scope="module")
-def source_run(tmp_path_factory, mlflow_template):
-    """A two-epoch LeNet-5 on the real BreastMNIST: (results folder, run id, test metrics)."""
-    results = tmp_path_factory.mktemp("evaluate") / "results"
-    results.mkdir()
-    shutil.copyfile(mlflow_template, results / "mlflow.db")
-    cfg = compose_config([f"paths.results_dir={results}", "trainer.enable_progress_bar=false",
-                          "data=breastmnist", "model=lenet5", "trainer.max_epochs=2"])
-    run_id, metrics = train_run(cfg)
-    return results, run_id, metrics
+def source_run(lenet_breastmnist_run):
+    """The shared two-epoch BreastMNIST LeNet-5: (results folder, run id, test metrics)."""
+    return lenet_breastmnist_run
 
 
 def _runs(results):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,9 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from medbench.cli import main
-from medbench.config import compose_config
 from medbench.errors import DataError
-from medbench.train import train_run
 
 NAME = "lenet5-breastmnist"
 SERVE_TIMEOUT_S = 60
@@ -33,14 +30,9 @@ COLUMNS = ["predicted", *(f"prob_{label}" for label in LABELS)]
 
 
 @pytest.fixture(scope="module")
-def registered(tmp_path_factory, mlflow_template):
-    """A two-epoch LeNet-5 on the real BreastMNIST, registered once: (results, run id, uri)."""
-    results = tmp_path_factory.mktemp("serving") / "results"
-    results.mkdir()
-    shutil.copyfile(mlflow_template, results / "mlflow.db")
-    cfg = compose_config([f"paths.results_dir={results}", "trainer.enable_progress_bar=false",
-                          "data=breastmnist", "model=lenet5", "trainer.max_epochs=2"])
-    run_id, _ = train_run(cfg)
+def registered(lenet_breastmnist_run):
+    """The shared two-epoch BreastMNIST LeNet-5, registered once: (results, run id, uri)."""
+    results, run_id, _ = lenet_breastmnist_run
     assert main(["register", run_id, f"paths.results_dir={results}"]) == 0
     return results, run_id, f"sqlite:///{results / 'mlflow.db'}"
 
