@@ -55,6 +55,9 @@ def submit_jobs(command: str, jobs: list[list[str]],
     ``cluster_name``: submitit's cluster (tests: ``local`` or ``debug``); default SLURM's."""
     from medbench.config import compose_config
 
+    keys = {o.lstrip("+~").split("=")[0].split(".")[0].split("/")[0] for o in jobs[0]}
+    if not keys & {"cluster", "experiment"}:  # the default (cluster=local): nothing to compose
+        return None
     cfg = compose_config(jobs[0], "tune" if command == "tune" else "train")
     cluster = cfg.get("cluster") or {}
     if cluster.get("name", "local") == "local":
