@@ -128,6 +128,12 @@ def claim_trial(study: optuna.Study, n_trials: int, lock: contextlib.AbstractCon
         # for Study.optimize (`heartbeat` below records them for ask-and-tell)
         with lock, warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            for orphan in heartbeatless_trials(study):
+                # asked, then killed before its first heartbeat (both happen under this lock,
+                # so its worker is dead): Optuna never fails a trial without a heartbeat, and
+                # every later worker waited on it for ever (found by fault injection, kill -9);
+                # a first beat now makes it stale after study.grace_period like any other
+                study._storage.record_heartbeat(orphan)
             fail_stale_trials(study)
             trials = study.get_trials(deepcopy=False)
             finished = sum(map(is_finished, trials))
@@ -143,6 +149,24 @@ def claim_trial(study: optuna.Study, n_trials: int, lock: contextlib.AbstractCon
         if finished >= n_trials:
             return None
         time.sleep(poll_seconds)
+
+
+def heartbeatless_trials(study: optuna.Study) -> list[int]:
+    """Ids of the study's RUNNING trials that never recorded a heartbeat (read as Optuna's own
+    stale-trial check reads them: the storage offers no public query of heartbeats)."""
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from sqlalchemy import orm
+
+    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache
+    if not isinstance(storage, RDBStorage):
+        return []
+    with _create_scoped_session(storage.scoped_session) as session:
+        running = (session.query(models.TrialModel)
+                   .options(orm.selectinload(models.TrialModel.heartbeats))
+                   .filter(models.TrialModel.state == TrialState.RUNNING,
+                           models.TrialModel.study_id == study._study_id).all())
+        return [trial.trial_id for trial in running if not trial.heartbeats]
 
 
 @contextlib.contextmanager
