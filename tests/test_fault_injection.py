@@ -103,45 +103,45 @@ def test_a_study_run_is_orphaned_once_every_worker_is_gone(results_dir):
     assert orphan.data.tags[f"medbench.worker.{host}.{dead.pid}"] == f"{host} {dead.pid}"
 
 
-def test_a_worker_killed_between_asking_and_its_first_heartbeat_is_retried(tmp_path):
-    """kill -9 between Optuna's ask and the first heartbeat (both under the study's lock): the
-    trial had no heartbeat, which Optuna never fails, so the next worker waited for ever (a
-    fault-injection tune trial hung 20 minutes). Under the lock it gets a first beat, goes stale
-    after the grace period and is queued again."""
+def _one_trial_study(tmp_path, name: str):
+    """A study with a 1 s heartbeat and grace period: (study, its budget lock, the space)."""
     cfg = compose_config(["search=optimizer", f"paths.results_dir={tmp_path}",
                           "study.heartbeat_interval=1", "study.grace_period=1"], "tune")
     settings = OmegaConf.to_container(cfg.study, resolve=True)
     space = SearchSpace(OmegaConf.to_container(cfg.search.params, resolve=True))
-    study = open_study(settings, space, "unbeaten", "maximize")
-    lock = budget_lock(settings["storage"], "unbeaten")
-    with lock:
-        dead = study.ask(fixed_distributions=space.distributions)  # ... and the worker dies
+    return (open_study(settings, space, name, "maximize"),
+            budget_lock(settings["storage"], name), space)
+
+
+def _next_worker_claims(study, lock, space):
+    """The trial a next worker claims within 60 s (None: it still waits)."""
     claimed = []
     worker = threading.Thread(target=lambda: claimed.append(
         claim_trial(study, 1, lock, space, 0.1)), daemon=True)
     worker.start()
     worker.join(timeout=60)
-    assert claimed, "the next worker still waits for the trial that never beat"
-    [again] = claimed
+    return claimed[0] if claimed else None
+
+
+def test_a_worker_killed_between_asking_and_its_first_heartbeat_is_retried(tmp_path):
+    """kill -9 between Optuna's ask and the first heartbeat (both under the study's lock): the
+    trial had no heartbeat, which Optuna never fails, so the next worker waited for ever (a
+    fault-injection tune trial hung 20 minutes). Under the lock it gets a first beat, goes stale
+    after the grace period and is queued again."""
+    study, lock, space = _one_trial_study(tmp_path, "unbeaten")
+    with lock:
+        dead = study.ask(fixed_distributions=space.distributions)  # ... and the worker dies
+    again = _next_worker_claims(study, lock, space)
+    assert again, "the next worker still waits for the trial that never beat"
     assert again.number != dead.number and again.params == dead.params  # queued again
 
 
 def test_a_worker_killed_right_after_asking_leaves_a_trial_the_next_one_runs(tmp_path):
     """Killed between Optuna's ask and its first heartbeat, a worker left a RUNNING trial that
     no heartbeat could fail: every later worker of the study waited for it for ever."""
-    cfg = compose_config(["search=optimizer", f"paths.results_dir={tmp_path}",
-                          "study.heartbeat_interval=1", "study.grace_period=1"], "tune")
-    settings = OmegaConf.to_container(cfg.study, resolve=True)
-    space = SearchSpace(OmegaConf.to_container(cfg.search.params, resolve=True))
-    study = open_study(settings, space, "killed", "maximize")
-    lock = budget_lock(settings["storage"], "killed")
+    study, lock, space = _one_trial_study(tmp_path, "killed")
     dead = claim_trial(study, 1, lock, space, 0.1)  # ... and its worker dies here
     time.sleep(2.5)  # past the grace period
-    claimed = []
-    worker = threading.Thread(target=lambda: claimed.append(
-        claim_trial(study, 1, lock, space, 0.1)), daemon=True)
-    worker.start()
-    worker.join(timeout=60)
-    assert claimed, "the next worker still waits for the dead one's trial"
-    [again] = claimed
+    again = _next_worker_claims(study, lock, space)
+    assert again, "the next worker still waits for the dead one's trial"
     assert again.number != dead.number and again.params == dead.params  # queued again

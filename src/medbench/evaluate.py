@@ -78,7 +78,7 @@ def evaluate(run_id: str, overrides: list[str]) -> tuple[DictConfig, str | None,
                                                          dict[str, float]]:
     """Evaluates run ``run_id`` as the module says; (config, new run id, test metrics)."""
     from medbench.config import compose_config
-    from medbench.explain.command import logged_config
+    from medbench.tracking.logged_config import logged_config
     from medbench.train import build_datamodule, train_run
 
     store = compose_config([o for o in overrides if _key(o).startswith(("tracking", "paths"))])

@@ -133,10 +133,10 @@ def rebuild(run_id: str, uri: str, runs_dir: Path, timeout_s: float,
     checkpoint, eval mode, on the CPU)."""
     from omegaconf import open_dict
 
-    from medbench.explain.command import logged_config
     from medbench.family import family_of
     from medbench.models.registry import load_pretrained
     from medbench.tracking import Tracker
+    from medbench.tracking.logged_config import logged_config
     from medbench.train import build_datamodule, build_model
     from medbench.uris import reach
 

@@ -82,10 +82,10 @@ def predict_files(run_id: str, where: Path, uri: str, runs_dir: Path, timeout_s:
     """Per file of ``where``: its id and the family's prediction columns."""
     import tqdm
 
-    from medbench.explain.command import logged_config
     from medbench.family import family_of
     from medbench.models.registry import load_pretrained
     from medbench.tracking import Tracker
+    from medbench.tracking.logged_config import logged_config
     from medbench.train import build_datamodule, build_model
     from medbench.uris import reach
 

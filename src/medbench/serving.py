@@ -145,9 +145,9 @@ def register_run(run_id: str, uri: str, runs_dir: Path, name: str | None = None,
     import torch
     from omegaconf import open_dict
 
-    from medbench.explain.command import logged_config
     from medbench.family import family_of
     from medbench.tracking import Tracker
+    from medbench.tracking.logged_config import logged_config
     from medbench.train import build_datamodule, dataset_name
     from medbench.uris import reach
 

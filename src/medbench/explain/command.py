@@ -18,26 +18,10 @@ from medbench.explain.targets import targets_for
 from medbench.family import family_of
 from medbench.models.registry import load_pretrained
 from medbench.tracking import Tracker
-from medbench.uris import reach, redact
+from medbench.tracking.logged_config import logged_config
+from medbench.uris import reach
 
 EXPLAIN_FOLDER = "explain"
-
-
-def logged_config(tracker: Tracker, run_id: str, runs_dir: Path, scratch: Path) -> DictConfig:
-    """The config a run logged: its run folder's ``config.yaml``, else its artifact."""
-    try:
-        tracker.client.get_run(run_id)
-    except Exception as err:
-        raise ConfigError(f"run '{run_id}' not found in {redact(tracker.uri)} "
-                          f"({redact(str(err)).splitlines()[0]})") from None
-    local = runs_dir / run_id / "config.yaml"
-    if not local.is_file():
-        try:
-            local = Path(tracker.client.download_artifacts(run_id, "config.yaml", str(scratch)))
-        except Exception:
-            raise ConfigError(f"run '{run_id}' has no config.yaml artifact: not a run "
-                              "`medbench train` tracked") from None
-    return OmegaConf.create(local.read_text(encoding="utf-8"))
 
 
 def explain_tracked_run(run_id: str, uri: str, runs_dir: Path, options: ExplainOptions,
