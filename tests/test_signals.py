@@ -202,3 +202,37 @@ def test_an_error_a_stop_caused_is_the_stop_not_a_failed_trial(monkeypatch, tmp_
         else:
             outcome = run_trial(spec, trial)
             assert (outcome["state"], outcome["error"]) == ("FAIL", "AttributeError: a bug")
+
+
+def test_a_stop_while_hydra_composes_is_the_stop_not_a_config_error(capsys):
+    """Hydra wraps what composition raised: a SIGTERM 0.08 s into `leaderboard` exited 2 (a
+    config error's status) instead of 143 (found by fault injection). Wrapped, or dropped by the
+    library with only the handler having seen it, it is the stop; a real config error exits 2."""
+    from hydra.errors import ConfigCompositionException
+
+    from medbench import signals
+    from medbench.cli import _composed, _exit_code
+    from medbench.errors import Interrupted
+
+    def wrapped():
+        try:
+            raise Interrupted("SIGTERM")
+        except KeyboardInterrupt as stop:
+            raise ConfigCompositionException("Error merging 'tracking=sqlite'") from stop
+
+    def dropped():
+        signals._unhandled = Interrupted("SIGTERM")  # what the handler left, its raise lost
+        raise ConfigCompositionException("Error merging 'tracking=sqlite'")
+
+    for compose in (wrapped, dropped):
+        with pytest.raises(BaseException) as raised:
+            _composed(compose)
+        assert _exit_code(raised.value) == 128 + signal.SIGTERM
+        assert "stopped by SIGTERM" in capsys.readouterr().err
+        signals.uninstall()
+
+    def config_error():
+        raise ConfigCompositionException("Could not override 'model'")
+
+    assert _composed(config_error) == 2
+    assert capsys.readouterr().err == "error: Could not override 'model'\n"
