@@ -32,7 +32,7 @@ def _vgg(arch: str):
 
 
 # the VGG variants differ only in torchvision's builder: one factory, a registration each
-for _arch in ("vgg11", "vgg11_bn", "vgg16", "vgg16_bn"):
+for _arch in ("vgg11", "vgg11_bn", "vgg16", "vgg16_bn", "vgg19"):
     register_model(_arch, architecture="vgg", source="torchvision", min_input_size=32)(_vgg(_arch))
 
 

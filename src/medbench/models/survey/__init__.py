@@ -2,6 +2,7 @@
 
 from medbench.models.survey import (  # noqa: F401
     bayesian,
+    cuda_convnet,
     cvr_net,
     dilated,
     fused_2d_3d,
