@@ -100,7 +100,11 @@ CHANGED = {"survey/dasgupta2017_multilabel_fcn_vessels",  # made runnable: segme
            "survey/shkolyar2015_lenet_mitosis", "survey/wang2016_googlenet_camelyon_metastasis",
            "survey/vangrinsven2016_selective_sampling_hemorrhage",
            # made runnable on proxies (issue 21): attenuation windows, Gaussian init
-           "survey/gao2018_whole_image_attenuation", "survey/pratt2016_gaussian_init_dr"}
+           "survey/gao2018_whole_image_attenuation", "survey/pratt2016_gaussian_init_dr",
+           # and cuda-convnet, VGG-19 with extensive augmentation, semi-supervised
+           "survey/bayramoglu2015_cuda_convnet_hep2",
+           "survey/sajjad2019_input_cascaded_augmentation",
+           "survey/sun2017_semisupervised_graph_cnn"}
 
 
 @pytest.mark.parametrize("name", sorted(set(EXPECTED["presets"]) - CHANGED))

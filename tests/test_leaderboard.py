@@ -231,11 +231,11 @@ def test_seeds_and_folds_on_real_data_form_one_leaderboard_row(data_dir, results
 
 def test_reproduce_quick_trains_runnable_entries_and_skips_the_others(data_dir, results_dir,
                                                                       capsys):
-    assert main(["reproduce", "4.3", "--seeds", "0", "--quick",
+    assert main(["reproduce", "4.3.2", "7.1.1", "--seeds", "0", "--quick",
                  "--override", f"paths.results_dir={results_dir}",
                  "--override", "trainer.enable_progress_bar=false"]) == 0
     out = capsys.readouterr().out
-    assert "4.3.1 bayramoglu2015_cuda_convnet_hep2: not runnable yet" in out
+    assert "7.1.1 sun2017_semisupervised_deep_cnn_localization: not runnable yet" in out
     assert "4.3.2 gao2014_six_layer_hep2 seed 0: test/acc" in out
     # the user's own folder; the committed tables are left alone
     board = (results_dir / "leaderboards-local" / "quick" / "table06_hep2_classification.md")
@@ -287,7 +287,8 @@ def test_reproduce_goes_on_after_a_failed_run_and_then_fails():
     from medbench.errors import TrainingError
     from medbench.reproduce import reproduce
 
-    entries = select("4.4", catalog())  # ovalle2016, jiao2016 (two-stage), sun2017 (not yet)
+    # ovalle2016, jiao2016 (two-stage), sun2017 (semi-supervised); 7.1.1 is not runnable yet
+    entries = [*select("4.4", catalog()), *select("7.1.1", catalog())]
     trained, lines = [], []
 
     def fake_train(cfg, tags):
@@ -302,10 +303,13 @@ def test_reproduce_goes_on_after_a_failed_run_and_then_fails():
         reproduce(entries, [0, 1], [], fake_train, log=lines.append)
     # jiao2016's source run is trained first, per seed, then the entry itself
     assert trained == [("source", 0), ("jiao2016_deep_features_svm", 0), ("source", 1),
-                       ("jiao2016_deep_features_svm", 1)]
+                       ("jiao2016_deep_features_svm", 1),
+                       ("sun2017_semisupervised_graph_cnn", 0),
+                       ("sun2017_semisupervised_graph_cnn", 1)]
     assert "4.4.1 ovalle2016_auc_stopping_mammography seed 0: FAILED (RuntimeError: out of " \
            "memory)" in lines
-    assert any("sun2017_semisupervised_graph_cnn: not runnable yet" in line for line in lines)
+    assert any("sun2017_semisupervised_deep_cnn_localization: not runnable yet" in line
+               for line in lines)
 
 
 def test_config_keys_mlflow_refuses_are_made_valid():

@@ -14,10 +14,13 @@ import time
 import numpy as np
 import torch
 from hydra.utils import instantiate
+from omegaconf import DictConfig
+from sklearn.base import BaseEstimator
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from medbench.data.base import SplitDataModule
 from medbench.errors import ConfigError
 from medbench.metrics.classification import scalar_metrics
 from medbench.tasks.runner import RunContext, RunOutcome, finish
@@ -62,23 +65,19 @@ class LayerFeatures:
                 torch.cat(indices).numpy())
 
 
-def fit_deep_features(ctx: RunContext) -> RunOutcome:
-    """Features of ``runner.layers`` fed to a scikit-learn classifier (no epochs: a tuning
-    trial's callbacks have nothing to act on and are ignored)."""
-    cfg, datamodule = ctx.cfg, ctx.datamodule
+def sklearn_classifier(spec: DictConfig, standardize: bool) -> BaseEstimator:
+    """The scikit-learn estimator of ``spec`` (``_target_``), after a StandardScaler when
+    ``standardize``."""
+    classifier = instantiate(spec)
+    return make_pipeline(StandardScaler(), classifier) if standardize else classifier
+
+
+def predict_splits(extractor: LayerFeatures, classifier: BaseEstimator,
+                   datamodule: SplitDataModule
+                   ) -> tuple[dict[str, float], dict[str, torch.Tensor], float]:
+    """The fitted ``classifier``'s val and test metrics on ``extractor``'s features, the test
+    split's predictions (index, label, probs) and the seconds it took."""
     info = datamodule.info
-    if info.label_type == "multilabel":
-        raise ConfigError("runner=deep_features supports binary, multi-class and ordinal labels")
-    tags = {"features.pretrained": str(bool(cfg.model.pretrained_path))}
-    extractor = LayerFeatures(ctx.net, [str(layer) for layer in cfg.runner.layers])
-    start = time.perf_counter()
-    x_train, y_train, _ = extractor.transform(datamodule.eval_dataloader("train"))
-    classifier = instantiate(cfg.runner.classifier)
-    if cfg.runner.standardize:
-        classifier = make_pipeline(StandardScaler(), classifier)
-    classifier.fit(x_train, y_train)
-    fit_seconds = time.perf_counter() - start
-    tags["features.dim"] = str(x_train.shape[1])
     metrics: dict[str, float] = {}
     for split in ("val", "test"):
         start = time.perf_counter()
@@ -92,5 +91,23 @@ def fit_deep_features(ctx: RunContext) -> RunOutcome:
         collection = scalar_metrics(info.label_type, info.num_classes).clone(prefix=f"{split}/")
         metrics.update({k: float(v) for k, v in collection(scores, target).items()})
     predictions = {"index": torch.as_tensor(index), "label": torch.as_tensor(y), "probs": probs}
+    return metrics, predictions, test_seconds
+
+
+def fit_deep_features(ctx: RunContext) -> RunOutcome:
+    """Features of ``runner.layers`` fed to a scikit-learn classifier (no epochs: a tuning
+    trial's callbacks have nothing to act on and are ignored)."""
+    cfg, datamodule = ctx.cfg, ctx.datamodule
+    if datamodule.info.label_type == "multilabel":
+        raise ConfigError("runner=deep_features supports binary, multi-class and ordinal labels")
+    tags = {"features.pretrained": str(bool(cfg.model.pretrained_path))}
+    extractor = LayerFeatures(ctx.net, [str(layer) for layer in cfg.runner.layers])
+    start = time.perf_counter()
+    x_train, y_train, _ = extractor.transform(datamodule.eval_dataloader("train"))
+    classifier = sklearn_classifier(cfg.runner.classifier, cfg.runner.standardize)
+    classifier.fit(x_train, y_train)
+    fit_seconds = time.perf_counter() - start
+    tags["features.dim"] = str(x_train.shape[1])
+    metrics, predictions, test_seconds = predict_splits(extractor, classifier, datamodule)
     return finish(ctx, RunOutcome(metrics, predictions, tags=tags, fit_seconds=fit_seconds,
                                   test_seconds=test_seconds))

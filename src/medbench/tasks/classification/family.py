@@ -46,7 +46,9 @@ class ClassificationFamily(Family):
         test_note=ranking.TEST_NOTE, rank_choices=("f1", "kappa", "jkappa", "sensitivity"),
         optional_columns=("ece", "brier"))  # calibration: runs before it have none
     runners = {**Family.runners,
-               "deep_features": "medbench.tasks.classification.deep_features:fit_deep_features"}
+               "deep_features": "medbench.tasks.classification.deep_features:fit_deep_features",
+               "semi_supervised":
+                   "medbench.tasks.classification.semi_supervised:fit_semi_supervised"}
 
     def build_module(self, cfg: DictConfig, net: torch.nn.Module,
                      datamodule: SplitDataModule) -> ClassificationModule:
