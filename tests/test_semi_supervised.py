@@ -11,6 +11,7 @@ from sklearn.semi_supervised import LabelSpreading
 from medbench.catalog import SURVEY_DIR, CatalogEntry
 from medbench.cli import main
 from medbench.config import compose_config
+from medbench.leaderboard.build import build_tables
 from medbench.tasks.classification.semi_supervised import labelled_mask
 from medbench.train import train_run
 
@@ -52,6 +53,10 @@ def test_unlabelled_images_labels_are_hidden_and_the_cnn_alone_is_logged(
     assert seen["x"].shape[1] == int(tags["features.dim"]) == 64
     assert {"test/auc", "val/auc", "labelled_only/test/auc"} <= set(metrics)
     assert {"labelled_only/test/auc", "test/auc"} <= set(run.data.metrics)
+    # the leaderboard row says how much was labelled
+    tables = {t.key: t for t in build_tables(f"sqlite:///{results_dir / 'mlflow.db'}")}
+    frame = tables["table07_breast_classification"].frame
+    assert list(frame.method) == [f"{ENTRY} (25% labelled)"] and list(frame.data) == ["proxy"]
 
 
 def test_a_labelled_fraction_outside_0_1_is_one_line(results_dir, capsys) -> None:

@@ -22,7 +22,8 @@ from medbench.errors import ConfigError
 TAGS = ("medbench.kind", "medbench.config_hash", "medbench.budget", "family", "survey.id",
         "survey.family", "survey.task", "survey.data_here", "dataset", "model", "seed",
         "cv.fold", "label_type", "choice.experiment", "tuned.study", "tuned.trials",
-        "tuned.compute_hours", "data.rank_metric", "data.fingerprint_test", "runner")
+        "tuned.compute_hours", "data.rank_metric", "data.fingerprint_test", "runner",
+        "medbench.variant")
 COST = ("model/params", "model/macs", "time/fit_s", "time/test_ms_per_image",
         "time/infer_ms_per_image")
 METRICS = ("test/auc", "test/acc", *COST)  # read by default: the leaderboard's columns

@@ -11,6 +11,8 @@
   ``trainer.max_epochs=0``, no ``time/fit_s``: a given checkpoint or pretrained weights) is
   the method ``<method> (evaluation only)``, apart from the trained row. An ensemble of
   tracked members is a method of its own (its train time is its members'), not marked.
+- **variant** (``medbench.variant``, set by a runner: ``25% labelled`` for a semi-supervised
+  run): the method ``<method> (<variant>)``, so a row says what its runs were given.
 - **configuration** (``medbench.config_hash``): by default the row of a method on a dataset is
   its configuration with the most runs (ties: the latest), the others named in the notes;
   ``all_configs`` shows each as its own row, ``<method> [config <hash>]``.
@@ -22,6 +24,7 @@ import pandas as pd
 
 FINGERPRINT = "data.fingerprint_test"
 EVALUATION_ONLY = " (evaluation only)"
+VARIANT = "medbench.variant"
 NO_MEMBERS = ("", "[]", "None", "null")
 
 
@@ -29,6 +32,10 @@ def keyed(runs: pd.DataFrame, all_configs: bool = False) -> pd.DataFrame:
     """``runs`` (with a ``method`` column) with ``dataset`` and ``method`` as the row key
     (see the module's docstring); the tracked name stays in ``dataset_name``."""
     runs = runs.assign(dataset_name=runs["dataset"], dataset=data_labels(runs))
+    if VARIANT in runs:
+        variant = runs[VARIANT].notna()
+        runs.loc[variant, "method"] = [f"{m} ({v})" for m, v in zip(
+            runs.loc[variant, "method"].astype(str), runs.loc[variant, VARIANT], strict=True)]
     # computed on the runs as collected, before a source's train time is added
     evaluated = runs["evaluated"] if "evaluated" in runs else evaluation_only(runs)
     evaluated = evaluated.fillna(False).astype(bool)

@@ -131,7 +131,8 @@ def fit_semi_supervised(ctx: RunContext) -> RunOutcome:
     fit_seconds = time.perf_counter() - start
     scores, predictions, test_seconds = predict_splits(extractor, estimator, datamodule)
     metrics.update(scores)
-    tags = {"semi.labelled": str(int(labelled.sum())),
+    tags = {"medbench.variant": f"{100 * fraction:.3g}% labelled",  # its leaderboard row
+            "semi.labelled": str(int(labelled.sum())),
             "semi.unlabelled": str(int((~labelled).sum())), "semi.method": method,
             "features.dim": str(x.shape[1]),
             "features.pretrained": str(bool(cfg.model.pretrained_path))}
