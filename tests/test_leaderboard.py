@@ -475,3 +475,22 @@ def test_leaderboard_command_keeps_manifests_apart_and_the_committed_tables_unto
     assert err == (f"error: leaderboard: no tracking store at {missing} (train a run first, "
                    f"or name an existing store with --uri)\n")
     assert not missing.parent.exists()
+
+
+def test_reproduce_multirun_reproduces_once_per_combination(monkeypatch, results_dir):
+    """``reproduce -m --override k=a,b``: Hydra's basic sweeper, each combination a pass."""
+    import medbench.train
+
+    seen = []
+
+    def fake_train(cfg, tags):
+        seen.append((cfg.survey.id, cfg.seed, cfg.trainer.max_epochs, cfg.data.batch_size))
+        return f"run{len(seen)}", {"test/auc": 0.5}
+
+    monkeypatch.setattr(medbench.train, "train_run", fake_train)
+    assert main(["reproduce", "4.3.2", "--seeds", "0", "-m", "--no-leaderboard",
+                 "--override", f"paths.results_dir={results_dir}",
+                 "--override", "trainer.max_epochs=3,4", "--override", "data.batch_size=8,16"]
+                ) == 0
+    assert seen == [("gao2014_six_layer_hep2", 0, epochs, batch)
+                    for epochs in (3, 4) for batch in (8, 16)]

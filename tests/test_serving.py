@@ -109,6 +109,34 @@ def test_an_unknown_study_or_run_is_one_line(tracking, capsys, what, says):
     assert len(err.strip().splitlines()) == 1
 
 
+def test_a_leaderboard_row_serves_its_run_best_on_validation(tracking, capsys, results_dir):
+    """``row:<method>@<dataset>``: the row's run of best val/auc, not of best test/auc."""
+    from mlflow.tracking import MlflowClient
+
+    from medbench.serving import row_run
+
+    uri = f"sqlite:///{results_dir / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("medbench", str(results_dir / "mlartifacts"))
+    ids = []
+    for seed, (val, test) in enumerate([(0.7, 0.95), (0.9, 0.6), (0.8, 0.7)]):
+        run = client.create_run(experiment, tags={
+            "medbench.kind": "run", "family": "classification", "model": "lenet5",
+            "dataset": "breastmnist", "medbench.config_hash": "abc", "seed": str(seed)})
+        client.log_metric(run.info.run_id, "val/auc", val)
+        client.log_metric(run.info.run_id, "test/auc", test)
+        client.set_terminated(run.info.run_id)
+        ids.append(run.info.run_id)
+    assert row_run(client, uri, "lenet5@breastmnist") == row_run(client, uri, "lenet5") == ids[1]
+    # the shared trained run's own row, registered by name
+    results, run_id, _ = tracking
+    assert main(["register", "row:lenet5@breastmnist", f"paths.results_dir={results}"]) == 0
+    assert f"run {run_id} registered as model" in capsys.readouterr().out
+    assert main(["register", "row:lenet", f"paths.results_dir={results}"]) == 1
+    err = capsys.readouterr().err
+    assert err == "error: medbench register: no leaderboard row 'lenet'; did you mean lenet5?\n"
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -161,6 +161,8 @@ def reproduce_parser() -> argparse.ArgumentParser:
                         help="CPU smoke budget (1 short epoch); runs tagged medbench.budget=quick")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="Hydra override for every run (repeatable)")
+    parser.add_argument("-m", "--multirun", action="store_true", help="each combination of "
+                        "the overrides' comma-separated values reproduces the entries once")
     parser.add_argument("--no-leaderboard", action="store_true")
     parser.add_argument("--committed", action="store_true",
                         help="refresh the tables committed to git, <results>/leaderboards "
@@ -174,6 +176,7 @@ def _reproduce(args: list[str]) -> int:
     from medbench.catalog import catalog, select
     from medbench.config import compose_config
     from medbench.errors import TrainingError
+    from medbench.hydra_habits import sweep
     from medbench.reproduce import reproduce
     from medbench.train import train_run
 
@@ -181,11 +184,12 @@ def _reproduce(args: list[str]) -> int:
         entries = catalog()
         chosen = {e.id: e for s in options.selectors for e in select(s, entries)}
         failure = None
-        try:
-            reproduce(list(chosen.values()), options.seeds, options.override, train_run,
-                      quick=options.quick)
-        except TrainingError as err:  # the runs that finished still refresh the tables
-            failure = err
+        for job in sweep(options.override) if options.multirun else [options.override]:
+            try:
+                reproduce(list(chosen.values()), options.seeds, job, train_run,
+                          quick=options.quick)
+            except TrainingError as err:  # the runs that finished still refresh the tables
+                failure = failure or err
         if not options.no_leaderboard:
             from medbench.leaderboard.command import leaderboard
 

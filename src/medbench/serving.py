@@ -1,5 +1,6 @@
-"""`medbench register <run id | study:<name>> [--name NAME]`: a tracked run as a versioned
-MLflow pyfunc model of the Model Registry, servable with ``mlflow models serve -m
+"""`medbench register <run id | study:<name> | row:<method>[@<dataset>]> [--name NAME]`: a
+tracked run (a study's best trial; a leaderboard row's run with the best validation score) as a
+versioned MLflow pyfunc model of the Model Registry, servable with ``mlflow models serve -m
 models:/<NAME>/<version> --env-manager local -h 127.0.0.1``.
 
 The model's artifacts are the run's selected checkpoint, its logged ``config.yaml`` and
@@ -137,6 +138,39 @@ def study_run(client: Any, experiment_id: str, name: str) -> str:
     return trials[0].info.run_id
 
 
+def row_run(client: Any, uri: str, spec: str) -> str:
+    """The run of leaderboard row ``<method>[@<dataset>]`` (as the tables name them) whose
+    validation score on its family's monitored metric is best: the test split plays no part
+    in choosing which seed is served."""
+    import difflib
+
+    from medbench.family import get_family
+    from medbench.leaderboard.build import row_members
+
+    method, _, dataset = spec.partition("@")
+    rows = {key: ids for key, ids in row_members(uri).items()
+            if key[1] == method and dataset in ("", key[2])}
+    if not rows:
+        names = sorted({key[1] for key in row_members(uri)})
+        close = difflib.get_close_matches(method, names, n=3)
+        raise ConfigError(f"medbench register: no leaderboard row '{spec}'"
+                          + (f"; did you mean {', '.join(close)}?" if close else
+                             f" (rows: {', '.join(names) or 'none tracked'})"))
+    if len(rows) > 1:
+        raise ConfigError(f"medbench register: '{method}' has rows on several datasets ("
+                          f"{', '.join(sorted(key[2] for key in rows))}): name one as "
+                          f"row:{method}@<dataset>")
+    [((family_name, _, _), ids)] = rows.items()
+    family = get_family(family_name)
+    monitor = family.default_monitor
+    scores = {run_id: client.get_run(run_id).data.metrics.get(monitor) for run_id in ids}
+    scored = {k: v for k, v in scores.items() if v is not None}
+    if not scored:
+        raise ConfigError(f"medbench register: no run of row '{spec}' logged {monitor}")
+    pick = max if family.monitor_mode(monitor) == "max" else min
+    return pick(scored, key=scored.__getitem__)
+
+
 def register_run(run_id: str, uri: str, runs_dir: Path, name: str | None = None,
                  timeout_s: float = 5) -> tuple[str, str, str]:
     """Logs run ``run_id`` (or ``study:<name>``'s best trial) as a pyfunc model and registers
@@ -156,6 +190,8 @@ def register_run(run_id: str, uri: str, runs_dir: Path, name: str | None = None,
     client = tracker.client
     if run_id.startswith("study:"):
         run_id = study_run(client, tracker.experiment_id(), run_id[len("study:"):])
+    elif run_id.startswith("row:"):
+        run_id = row_run(client, uri, run_id[len("row:"):])
     with tempfile.TemporaryDirectory(prefix="medbench-register-") as scratch:
         scratch = Path(scratch)
         cfg = logged_config(tracker, run_id, runs_dir, scratch)
@@ -223,7 +259,8 @@ def main(args: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="medbench register",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("run", help="a run id, or study:<name> (its best trial's run)")
+    parser.add_argument("run", help="a run id, study:<name> (its best trial's run) or "
+                        "row:<method>[@<dataset>] (a leaderboard row's best run on validation)")
     parser.add_argument("--name", help="the registered model (default: <model>-<dataset>)")
     parser.add_argument("overrides", nargs="*", help="tracking.uri=..., paths.results_dir=...")
     options = parser.parse_intermixed_args(args)

@@ -23,7 +23,7 @@ import pandas as pd
 from medbench.catalog import SURVEY_TABLES, CatalogEntry, catalog
 from medbench.family import Family, family_names, get_family
 from medbench.leaderboard.collect import COST, collect_runs
-from medbench.leaderboard.keys import evaluation_only, keyed
+from medbench.leaderboard.keys import evaluation_only, keyed, method_of
 from medbench.leaderboard.predictions import PredictionStore
 from medbench.leaderboard.ranks import part_of, rank_metric, rank_notes
 from medbench.leaderboard.stats import mean_ci
@@ -40,12 +40,6 @@ RUN_ID = re.compile(r"run:([\w-]+)")
 def families() -> dict[str, Family]:
     """Every registered family (built-ins and plugins), by name."""
     return {name: get_family(name) for name in family_names()}
-
-
-def method_of(runs: pd.DataFrame) -> pd.Series:
-    """A run's method: its survey entry, else its experiment preset, else its model."""
-    experiment = runs["choice.experiment"].replace("None", None)  # runs before 2026-11-26
-    return runs["survey.id"].fillna(experiment).fillna(runs["model"])
 
 
 def with_source_training(runs: pd.DataFrame) -> pd.DataFrame:
@@ -185,11 +179,10 @@ def _key(row: pd.Series) -> tuple[str, ...]:
     return tuple(row[k] for k in KEYS)
 
 
-def build_tables(uri: str, quick: bool = False, entries: list[CatalogEntry] | None = None,
-                 all_configs: bool = False) -> list[LeaderboardTable]:
-    """The survey's tables (5 to 15) and a table of every tracked method, from ``uri``.
-    ``quick``: only runs of ``medbench reproduce --quick``; otherwise those are left out.
-    ``all_configs``: a row per configuration (default: per method and dataset)."""
+def board_runs(uri: str, quick: bool = False
+               ) -> tuple[pd.DataFrame, dict[str, Family], list[str]]:
+    """The runs leaderboard rows are made of (``quick``: only ``reproduce --quick``'s), the
+    registered families and the metrics their tables show."""
     known = families()
     metrics = list(dict.fromkeys(c for f in known.values() for c in (
         *f.leaderboard.columns, *f.leaderboard.optional_columns, *f.leaderboard.rank_choices)))
@@ -198,6 +191,23 @@ def build_tables(uri: str, quick: bool = False, entries: list[CatalogEntry] | No
     # budget: quick (reproduce --quick), debug (debug= overlays) or none (a real run)
     budget = runs["medbench.budget"].fillna("full")
     runs = runs[(runs["medbench.kind"] == "run") & (budget == ("quick" if quick else "full"))]
+    return runs, known, metrics
+
+
+def row_members(uri: str) -> dict[tuple[str, ...], list[str]]:
+    """Each leaderboard row's (family, method, dataset) and the ids of its runs, as the tables
+    show them (the chosen configuration of each method and dataset)."""
+    runs, known, metrics = board_runs(uri)
+    _, members, _ = aggregate(runs[runs["family"].isin(list(known))], metrics)
+    return members
+
+
+def build_tables(uri: str, quick: bool = False, entries: list[CatalogEntry] | None = None,
+                 all_configs: bool = False) -> list[LeaderboardTable]:
+    """The survey's tables (5 to 15) and a table of every tracked method, from ``uri``.
+    ``quick``: only runs of ``medbench reproduce --quick``; otherwise those are left out.
+    ``all_configs``: a row per configuration (default: per method and dataset)."""
+    runs, known, metrics = board_runs(uri, quick)
     unknown = runs[~runs["family"].isin(list(known))]
     runs = runs[runs["family"].isin(list(known))]
     entries = entries if entries is not None else catalog()

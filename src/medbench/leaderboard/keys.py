@@ -28,6 +28,12 @@ VARIANT = "medbench.variant"
 NO_MEMBERS = ("", "[]", "None", "null")
 
 
+def method_of(runs: pd.DataFrame) -> pd.Series:
+    """A run's method: its survey entry, else its experiment preset, else its model."""
+    experiment = runs["choice.experiment"].replace("None", None)  # runs before 2026-11-26
+    return runs["survey.id"].fillna(experiment).fillna(runs["model"])
+
+
 def keyed(runs: pd.DataFrame, all_configs: bool = False) -> pd.DataFrame:
     """``runs`` (with a ``method`` column) with ``dataset`` and ``method`` as the row key
     (see the module's docstring); the tracked name stays in ``dataset_name``."""
