@@ -191,5 +191,5 @@ def test_predict_refuses_what_the_network_was_not_built_for(source_run, tmp_path
     from medbench.errors import ConfigError
     from medbench.family import get_family
 
-    with pytest.raises(ConfigError, match="the segmentation family writes no predictions yet"):
-        get_family("segmentation").prediction_columns(None, None)
+    with pytest.raises(ConfigError, match="the localization family writes no predictions yet"):
+        get_family("localization").prediction_columns(None, None)

@@ -27,7 +27,8 @@ COMMANDS = {
                "explain.target_layer=<layer> explain.indices=[0,5]]",
     "evaluate": "test a run's selected checkpoint on other data (external validation), as a "
                 "new tracked run: medbench evaluate <run id> data=<dataset> [data.<key>=...]",
-    "predict": "apply a run's selected checkpoint to new images: medbench predict <run id> "
+    "predict": "apply a run's selected checkpoint to new images (class probabilities, masks, "
+               "boxes): medbench predict <run id | models:/<name>/<version>> "
                "<folder | image | manifest.csv> [--out file.csv]",
     "export": "a run's network as ONNX + TorchScript, checked against PyTorch: medbench export "
               "<run id> [--format onnx,torchscript] [--out DIR]",

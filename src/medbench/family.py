@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -74,6 +74,30 @@ class LeaderboardSchema:
     test_note: str = ""
     rank_choices: tuple[str, ...] = ()
     optional_columns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PredictContext:
+    """What ``medbench predict`` hands a family: the run's config, its network (the selected
+    checkpoint loaded, eval mode), its datamodule (set up), the checkpoint file (buffers chosen
+    on validation: thresholds; read while the predictor is built, it may be a temporary
+    download) and ``folder``, relative to the CSV's, that files go under."""
+
+    cfg: DictConfig
+    net: torch.nn.Module
+    datamodule: SplitDataModule
+    checkpoint: Path
+    run_id: str
+    folder: str
+
+
+@dataclass
+class Predicted:
+    """A batch's predictions: CSV rows (``sample_id`` first; any number per file) and files
+    written beside the CSV (path relative to the CSV's folder -> bytes)."""
+
+    rows: list[dict[str, Any]]
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 class Family:
@@ -159,10 +183,38 @@ class Family:
         raise NotImplementedError
 
     def prediction_columns(self, outputs: torch.Tensor, info: DatasetInfo) -> dict[str, list]:
-        """``medbench predict``'s CSV columns for a batch of the network's outputs, one value
-        per item each; a family without them is refused in one line."""
+        """Per-item columns for a batch of the network's outputs, one value per item each
+        (``medbench predict``'s default :meth:`predictor`, served models); a family without
+        them is refused in one line."""
         raise ConfigError(f"medbench predict: the {self.name} family writes no predictions "
-                          "yet (classification runs only)")
+                          "yet (classification, segmentation and detection runs only)")
+
+    def predictor(self, context: PredictContext) -> Callable[[dict[str, Any]], Predicted]:
+        """``medbench predict``'s function from a batch of new images to a :class:`Predicted`.
+        A batch holds per file ``image`` (a (C, H, W) tensor after the run's eval pipeline),
+        ``size`` (its (H, W) as read), ``path``, ``sample_id`` and ``stem`` (a unique relative
+        name for the files written of it). Default: each image must have the network's input
+        shape (one line naming the file otherwise), one row per file of
+        :meth:`prediction_columns`."""
+        import torch
+
+        from medbench.errors import DataError
+
+        shape, info = tuple(context.datamodule.input_shape), context.datamodule.info
+
+        def predict(batch: dict[str, Any]) -> Predicted:
+            for image, path in zip(batch["image"], batch["path"], strict=True):
+                if tuple(image.shape) != shape:
+                    raise DataError(f"medbench predict: {path} gives an input of shape "
+                                    f"{list(image.shape)} (channels, size after the run's "
+                                    f"pipeline); run '{context.run_id}' was built for "
+                                    f"{list(shape)}")
+            columns = self.prediction_columns(context.net(torch.stack(batch["image"])), info)
+            return Predicted([{"sample_id": sample, **dict(zip(columns, values, strict=True))}
+                              for sample, *values in zip(batch["sample_id"], *columns.values(),
+                                                         strict=True)])
+
+        return predict
 
 
 FAMILIES = Registry("family")

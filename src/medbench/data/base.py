@@ -9,6 +9,7 @@ predictions), plus any extras a source adds.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from medbench.data.samplers import EpochSampler
 from medbench.data.sources import ImageSource, ItemDataset, PooledSource
-from medbench.data.splits import check_fold_classes, cross_validation_fold
+from medbench.data.splits import check_fold_classes, checked_cv, cross_validation_fold
 from medbench.data.targets import ClassLabels, TargetKind
 from medbench.data.transforms import array_pipeline, build_pipeline
 from medbench.errors import ConfigError, DataError
@@ -98,7 +99,7 @@ class SplitDataModule(pl.LightningDataModule):
         self.normalize = normalize or {"mean": [0.5], "std": [0.5]}
         self.resize = resize
         self.seed = seed
-        self.cv = _checked_cv(cv or {})
+        self.cv = checked_cv(cv or {})
         self.positive_class = positive_class
         self.splits: dict[str, tuple[ImageSource, Any]] = {}
 
@@ -238,19 +239,28 @@ class SplitDataModule(pl.LightningDataModule):
         return ItemDataset(source, targets, self.target_kind, self.build_transform(augmented),
                            self.seed)
 
-    def build_transform(self, augmented: bool):
-        """The item pipeline of the ``augment`` steps (train or eval): albumentations for 2D
-        images; other spatial dims get the pipeline registered for them
-        (``transforms.register_pipeline``; 3D: MONAI), else :class:`ArrayPipeline` (normalise
-        and tensor, no augmentation steps)."""
+    def build_transform(self, augmented: bool, targets: bool = True):
+        """The item pipeline of the ``augment`` steps (train or eval; ``targets=False``: images
+        alone, no masks or boxes): albumentations for 2D images; other spatial dims get the one
+        registered for them (``transforms.register_pipeline``; 3D: MONAI), else
+        :class:`ArrayPipeline` (normalise and tensor, no augmentation steps)."""
         steps = self.augment.get("train" if augmented else "eval", [])
         if self.info.spatial_dims != 2:  # albumentations transforms 2D images only
             pipeline = array_pipeline(self.info.spatial_dims)  # 3D: MONAI (volume_transforms)
             return pipeline(steps, self.normalize, self.resize, self.augment.get("views"),
                             self.max_pixel_value(), f"{self.info.spatial_dims}D data")
         return build_pipeline(steps, self.normalize, self.resize, self.augment.get("views"),
-                              compose_options=self.target_kind.compose_options(),
-                              max_pixel_value=self.max_pixel_value())
+                              compose_options=self.target_kind.compose_options() if targets
+                              else None, max_pixel_value=self.max_pixel_value())
+
+    def read_image(self, path: Path) -> np.ndarray:
+        """An image file outside the splits (``medbench predict``) as (H, W, C), read as this
+        source reads its own files (:class:`~medbench.data.files.FileSource`: 1 or 3
+        channels, 8- or 16-bit); a file of another channel count is one line naming it."""
+        from medbench.data.files import FileSource, check_stored_channels
+
+        check_stored_channels(path, self.info.in_chans)
+        return FileSource([path], self.info.in_chans)[0]
 
     def _loader_options(self, batch_size: int) -> dict[str, Any]:
         return dict(batch_size=batch_size, num_workers=self.num_workers,
@@ -285,15 +295,3 @@ class SplitDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.eval_dataloader("test")
-
-
-def _checked_cv(cv: dict[str, Any]) -> dict[str, Any]:
-    """``cv.folds`` (None, or at least 2) and ``cv.fold`` (0 .. folds-1) validated."""
-    folds, fold = cv.get("folds"), cv.get("fold")
-    if folds is None:
-        return {}
-    if not isinstance(folds, int) or folds < 2:
-        raise ConfigError(f"cv.folds: expected an integer >= 2 or null, got {folds!r}")
-    if not isinstance(fold, int) or not 0 <= fold < folds:
-        raise ConfigError(f"cv.fold: expected an integer in 0..{folds - 1}, got {fold!r}")
-    return dict(cv)

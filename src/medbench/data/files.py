@@ -66,6 +66,22 @@ def _pixels(image: Image.Image, mode: str, path: Path) -> np.ndarray:
     return np.repeat(array[..., None], 3, axis=-1) if mode == "RGB" else array
 
 
+def check_stored_channels(path: Path, expected: int) -> None:
+    """A file holds ``expected`` colour channels (1: greyscale, 3: colour; alpha not counted,
+    palette images fit either) before any conversion, else a one-line :class:`DataError`:
+    a file another run would read (``medbench predict``) is not silently made grey or RGB."""
+    try:
+        with Image.open(path) as image:
+            mode, bands = image.mode, image.getbands()
+    except (OSError, UnidentifiedImageError) as err:
+        raise DataError(f"cannot read image {path}: {err}") from None
+    stored = len([b for b in bands if b not in ("A", "X")])
+    if mode not in ("P", "PA") and stored != expected:
+        raise DataError(f"image {path} has {stored} channel(s) (mode {mode}); the run's images "
+                        f"have {expected} ({'greyscale' if expected == 1 else 'RGB'}): convert "
+                        "it first")
+
+
 class FileListDataModule(SplitDataModule):
     """Shared logic for file-based sources: label encoding and split assignment. Subclasses
     reading other files (NIfTI volumes) override :meth:`file_source` and :meth:`check_shapes`

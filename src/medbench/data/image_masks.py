@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from medbench.data import mask_checks as checks
 from medbench.data.base import SPLITS, DatasetInfo, SplitDataModule
+from medbench.data.files import check_stored_channels
 from medbench.data.mask_files import natural, read_pixels
 from medbench.data.patches import ListSource, PatchDataset
 from medbench.data.registry import register_datamodule
@@ -148,14 +149,26 @@ class ImageMaskDataModule(SplitDataModule):
             raise DataError(f"{split} image {image} has no {noun}: expected {path}")
         return path
 
+    def _image(self, path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
+        """An image (*spatial, C) with ``data.channels`` kept, and a volume's spacing."""
+        dims = self.info.spatial_dims
+        image, spacing = read_pixels(path, "image", "L" if self.in_chans == 1 else "RGB")
+        image = image[..., None] if image.ndim == dims else image
+        checks.check_image(image, path, dims, self.in_chans)
+        if self.channels is not None:
+            image = np.ascontiguousarray(image[..., self.channels])
+        return image, spacing
+
+    def read_image(self, path: Path) -> np.ndarray:
+        """A 2D image file outside the splits, read as the splits' images (their channels
+        checked first, then ``data.channels`` kept)."""
+        check_stored_channels(path, self.in_chans)
+        return self._image(path)[0]
+
     def _load(self, image_path: Path, mask_path: Path,
               fov_path: Path | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         dims = self.info.spatial_dims
-        image, spacing = read_pixels(image_path, "image", "L" if self.in_chans == 1 else "RGB")
-        image = image[..., None] if image.ndim == dims else image
-        checks.check_image(image, image_path, dims, self.in_chans)
-        if self.channels is not None:
-            image = np.ascontiguousarray(image[..., self.channels])
+        image, spacing = self._image(image_path)
         raw = read_pixels(mask_path, "mask")[0]
         checks.check_single_channel(raw, mask_path, dims)
         fov = np.ones(raw.shape, np.uint8)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
@@ -97,3 +99,15 @@ def _fold_mask(strata: np.ndarray, groups: np.ndarray | None, folds: int, fold: 
     mask = np.zeros(len(strata), dtype=bool)
     mask[held] = True
     return mask
+
+
+def checked_cv(cv: dict[str, Any]) -> dict[str, Any]:
+    """``cv.folds`` (None, or at least 2) and ``cv.fold`` (0 .. folds-1) validated."""
+    folds, fold = cv.get("folds"), cv.get("fold")
+    if folds is None:
+        return {}
+    if not isinstance(folds, int) or folds < 2:
+        raise ConfigError(f"cv.folds: expected an integer >= 2 or null, got {folds!r}")
+    if not isinstance(fold, int) or not 0 <= fold < folds:
+        raise ConfigError(f"cv.fold: expected an integer in 0..{folds - 1}, got {fold!r}")
+    return dict(cv)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 from torchmetrics import MetricCollection
 
-from medbench.errors import TrainingError
+from medbench.errors import ConfigError, TrainingError
 
 
 class FamilyModule(pl.LightningModule):
@@ -188,3 +189,17 @@ def _first_occurrence(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     first = torch.full((len(unique),), len(index), device=index.device, dtype=positions.dtype)
     first.scatter_reduce_(0, inverse, positions, reduce="amin")
     return unique, first
+
+
+def load_module_state(module: nn.Module, checkpoint: str | Path, what: str) -> None:
+    """A family module's weights and buffers (values its validation chose: thresholds) from
+    a Lightning checkpoint of that module, every tensor matched; one line otherwise."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    tensors = state.get("state_dict") if isinstance(state, dict) else None
+    own = module.state_dict()
+    missing = [key for key in own if not isinstance(tensors, dict) or key not in tensors]
+    if missing:
+        raise ConfigError(f"{what}: {checkpoint} does not hold this module's state "
+                          f"({len(missing)} tensor(s) missing, e.g. '{missing[0]}'): not a "
+                          "checkpoint of this family's Lightning runner")
+    module.load_state_dict({key: tensors[key] for key in own})

@@ -10,10 +10,13 @@ from medbench.family import Family, LeaderboardSchema, MetricKey, register_famil
 from medbench.tasks.detection import ranking
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
     from omegaconf import DictConfig
 
     from medbench.data.base import DatasetInfo, SplitDataModule
+    from medbench.family import PredictContext, Predicted
     from medbench.tasks.detection.module import DetectionModule
 
 BACKENDS = ("faster_coco_eval", "pycocotools")
@@ -83,3 +86,10 @@ class DetectionFamily(Family):
         examples = predictions.pop("examples", [])
         names = predictions.pop("label_names", info.label_names)
         return [write_per_image(predictions, folder), *write_examples(examples, names, folder)]
+
+    def predictor(self, context: PredictContext) -> Callable[[dict[str, Any]], Predicted]:
+        """Boxes of new images at the checkpoint's validation score threshold, in the
+        files' pixels (``predict_boxes``)."""
+        from medbench.tasks.detection.predict_boxes import box_predictor
+
+        return box_predictor(self, context)

@@ -10,10 +10,13 @@ from medbench.family import Family, LeaderboardSchema, MetricKey, register_famil
 from medbench.tasks.segmentation import ranking
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
     from omegaconf import DictConfig
 
     from medbench.data.base import DatasetInfo, SplitDataModule
+    from medbench.family import PredictContext, Predicted
     from medbench.tasks.segmentation.module import SegmentationModule
 
 _PER_IMAGE = ("dice", "iou", "sensitivity", "specificity", "acc", "precision")
@@ -81,3 +84,10 @@ class SegmentationFamily(Family):
         examples = predictions.pop("examples", [])
         return [write_per_image(predictions, folder),
                 *write_examples(examples, info.label_names, folder)]
+
+    def predictor(self, context: PredictContext) -> Callable[[dict[str, Any]], Predicted]:
+        """Masks of new images predicted whole by sliding windows, at the checkpoint's
+        validation thresholds (``predict_masks``)."""
+        from medbench.tasks.segmentation.predict_masks import mask_predictor
+
+        return mask_predictor(self, context)
