@@ -175,6 +175,43 @@ def test_predict_applies_the_run_to_new_image_files(source_run, tmp_path, data_d
     assert (results / "predictions" / source_id / "00.csv").is_file()
 
 
+def test_a_calibrated_run_predicts_and_serves_with_its_temperature(results_dir, tmp_path,
+                                                                   data_dir, capsys):
+    """A run tested with runner.calibration=temperature: predict and the registered model give
+    the probabilities its test gave (logits / T), not the uncalibrated ones."""
+    import mlflow
+    import pandas as pd
+
+    from medbench.config import compose_config
+    from medbench.train import train_run
+
+    cfg = compose_config([f"paths.results_dir={results_dir}", "trainer.enable_progress_bar=false",
+                          "data=breastmnist", "model=lenet5", "trainer.max_epochs=1",
+                          "runner.calibration=temperature"])
+    run_id, metrics = train_run(cfg)
+    assert metrics["calibration/temperature"] != 1.0
+    tested = pd.read_csv(results_dir / "runs" / run_id / "predictions_test.csv").set_index("index")
+    images = np.load(data_dir / "medmnist" / "breastmnist.npz")["test_images"][:6]
+    (tmp_path / "new").mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / "new" / f"{i}.png")
+    out = tmp_path / "predicted.csv"
+    assert main(["predict", run_id, str(tmp_path / "new"), "--out", str(out),
+                 f"paths.results_dir={results_dir}"]) == 0
+    table = pd.read_csv(out)
+    expected = [tested.loc[int(Path(s).stem), "prob_1"] for s in table["sample_id"]]
+    assert table["prob_normal, benign"].tolist() == pytest.approx(expected, abs=1e-5)
+    assert main(["register", run_id, "--name", "calibrated", f"paths.results_dir={results_dir}"]
+                ) == 0
+    capsys.readouterr()
+    # the version's own artifacts (no global tracking or registry URI set: other tests' own)
+    source = MlflowClient(f"sqlite:///{results_dir / 'mlflow.db'}").get_model_version(
+        "calibrated", "1").source
+    served = mlflow.pyfunc.load_model(source).predict(images)
+    assert served["prob_normal, benign"].tolist() == pytest.approx(
+        tested.loc[range(6), "prob_1"].tolist(), abs=1e-5)
+
+
 def test_predict_refuses_what_the_network_was_not_built_for(source_run, tmp_path, capsys):
     results, source_id, _ = source_run
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "big.png")

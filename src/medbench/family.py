@@ -189,6 +189,13 @@ class Family:
         raise ConfigError(f"medbench predict: the {self.name} family writes no predictions "
                           "yet (classification, segmentation and detection runs only)")
 
+    def served_network(self, net: torch.nn.Module, logged: Mapping[str, float]
+                       ) -> torch.nn.Module:
+        """The network ``medbench predict`` and served models run, from the trained one and
+        the run's logged metrics (values its test fitted; classification: the temperature).
+        Default: ``net``."""
+        return net
+
     def predictor(self, context: PredictContext) -> Callable[[dict[str, Any]], Predicted]:
         """``medbench predict``'s function from a batch of new images to a :class:`Predicted`.
         A batch holds per file ``image`` (a (C, H, W) tensor after the run's eval pipeline),

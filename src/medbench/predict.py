@@ -157,7 +157,7 @@ def predict_files(tracker: Any, run_id: str, paths: list[Path], root: Path, out:
                               f"{datamodule.info.spatial_dims}D inputs; predict reads 2D images")
         net = build_model(cfg, family, datamodule, tracker, Path(scratch))
         load_pretrained(net, checkpoint, strict=True, key=f"run '{run_id}' checkpoint")
-        net.eval()
+        net = family.served_network(net, tracker.client.get_run(run_id).data.metrics).eval()
         predict = family.predictor(PredictContext(cfg, net, datamodule, checkpoint, run_id,
                                                   out.stem or "files"))
     images = NewImages(datamodule, paths, file_ids(paths, root))

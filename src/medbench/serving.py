@@ -6,7 +6,8 @@ models:/<NAME>/<version> --env-manager local -h 127.0.0.1``.
 The model's artifacts are the run's selected checkpoint, its logged ``config.yaml`` and
 ``preprocessing.json``: what the run's evaluation pipeline needs (its ``augment.eval`` steps,
 normalisation, resize, views, the largest pixel value of the training images' dtype) and the
-data's description (channels, classes, label names, the network's input shape), captured at
+data's description (channels, classes, label names, the network's input shape) and the run's
+logged metrics (a calibrated run's temperature, which divides its logits), captured at
 registration. Loading rebuilds the network and the pipeline from them with medbench (the
 serving environment is this one: ``--env-manager local``, no conda), without the training
 data. Registration logs the model under the source run (``serving/model-<k>``) and creates a
@@ -64,7 +65,7 @@ class MedbenchModel(mlflow.pyfunc.PythonModel):
         self.net = build_model(cfg, self.family, shapes)
         load_pretrained(self.net, context.artifacts["checkpoint"], strict=True,
                         key=f"run '{self.run_id}' checkpoint")
-        self.net = self.net.cpu().eval()
+        self.net = self.family.served_network(self.net, prep.get("metrics", {})).cpu().eval()
         self.pipeline = build_pipeline(prep["steps"], prep["normalize"], prep["resize"],
                                        prep["views"], max_pixel_value=prep["max_pixel_value"])
         self.torch = torch
@@ -209,6 +210,7 @@ def register_run(run_id: str, uri: str, runs_dir: Path, name: str | None = None,
                               f"{datamodule.info.spatial_dims}D inputs; served models take 2D "
                               "images")
         prep = preprocessing(run_id, datamodule)
+        prep["metrics"] = client.get_run(run_id).data.metrics  # a calibrated test's T
         (scratch / "preprocessing.json").write_text(json.dumps(prep, indent=1), encoding="utf-8")
         (scratch / "config.yaml").write_text(cfg_text(cfg), encoding="utf-8")
         example = np.asarray(datamodule.splits["test"][0][0])[None]  # a real test image

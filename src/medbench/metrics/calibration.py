@@ -151,3 +151,15 @@ def _fit(logits: torch.Tensor, labels: torch.Tensor, multilabel: bool,
     if not math.isfinite(after) or after > before:
         temperature, after = 1.0, before
     return TemperatureFit(temperature, before, after)
+
+
+class TemperatureScaled(torch.nn.Module):
+    """``net`` whose logits are divided by a fitted temperature: the network a calibrated
+    run's test used, rebuilt for ``medbench predict`` and served models."""
+
+    def __init__(self, net: torch.nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.net, self.temperature = net, float(temperature)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) / self.temperature

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from medbench.data.base import DatasetInfo, SplitDataModule
     from medbench.tasks.classification.module import ClassificationModule
 
+TEMPERATURE = "calibration/temperature"  # logged by the module's test (runner.calibration)
 
 @register_family
 class ClassificationFamily(Family):
@@ -101,6 +103,17 @@ class ClassificationFamily(Family):
 
         return write_test_outputs(predictions, info.label_type, info.label_names, folder,
                                   positive_class=info.positive_class or 1)
+
+    def served_network(self, net: torch.nn.Module, logged: Mapping[str, float]
+                       ) -> torch.nn.Module:
+        """A run tested with ``runner.calibration=temperature`` divides its logits by the T
+        its test fitted on validation (logged as ``calibration/temperature``)."""
+        temperature = logged.get(TEMPERATURE)
+        if temperature is None or temperature == 1.0:
+            return net
+        from medbench.metrics.calibration import TemperatureScaled
+
+        return TemperatureScaled(net, temperature)
 
     def prediction_columns(self, outputs: torch.Tensor, info: DatasetInfo) -> dict[str, list]:
         """``predicted`` (the class name; multi-label: the labels at probability >= 0.5,
