@@ -104,7 +104,8 @@ CHANGED = {"survey/dasgupta2017_multilabel_fcn_vessels",  # made runnable: segme
            # and cuda-convnet, VGG-19 with extensive augmentation, semi-supervised
            "survey/bayramoglu2015_cuda_convnet_hep2",
            "survey/sajjad2019_input_cascaded_augmentation",
-           "survey/sun2017_semisupervised_graph_cnn"}
+           "survey/sun2017_semisupervised_graph_cnn",
+           "survey/sirinukunwattana2016_locality_nep"}
 
 
 @pytest.mark.parametrize("name", sorted(set(EXPECTED["presets"]) - CHANGED))

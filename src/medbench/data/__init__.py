@@ -10,6 +10,7 @@ from medbench.data import (  # noqa: F401
     localization,
     medmnist,
     medmnist3d,
+    point_patches,
     volumes,
     windows,
 )

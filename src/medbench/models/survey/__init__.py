@@ -7,6 +7,7 @@ from medbench.models.survey import (  # noqa: F401
     dilated,
     fused_2d_3d,
     multicrop,
+    neighbouring_ensemble,
     paired_conv,
     patch_segmenters,
     pyramid,
