@@ -108,7 +108,7 @@ def test_unknown_runner_suggests_before_any_run(results_dir, capsys, store_untou
     code = main(["train", f"paths.results_dir={results_dir}", "runner.name=lightnin"])
     err = capsys.readouterr().err
     assert code == 1 and "unknown runner 'lightnin' for classification; did you mean " \
-        "'lightning'? (known: lightning, deep_features)" in err and "Traceback" not in err
+        "'lightning'? (known: lightning, deep_features, semi_supervised)" in err and "Traceback" not in err
     assert store_untouched()  # refused before a run was opened
 
 
