@@ -71,6 +71,7 @@ class PointPatchDataModule(BoxDataModule):
         out = {}
         for split in SPLITS:
             files = sources[split][0]
+            names = files.sample_ids()
             images, points, labels, ids = [], [], [], []
             for i, record in enumerate(self.records[split]):
                 image = Image.fromarray(files[i].squeeze(-1) if self.in_chans == 1 else files[i])
@@ -82,7 +83,7 @@ class PointPatchDataModule(BoxDataModule):
                     y = min(int((box[1] + box[3]) / 2 * self.scale), size[1] - 1)
                     points.append((i, x, y))
                     labels.append(int(label))
-                    ids.append(f"{files.sample_ids()[i]}@{x},{y}")
+                    ids.append(f"{names[i]}@{x},{y}")
             out[split] = (PointPatches(images, np.asarray(points, np.int64), self.patch, ids),
                           np.asarray(labels, np.int64))
         return out
