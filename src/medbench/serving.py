@@ -149,10 +149,11 @@ def row_run(client: Any, uri: str, spec: str) -> str:
     from medbench.leaderboard.build import row_members
 
     method, _, dataset = spec.partition("@")
-    rows = {key: ids for key, ids in row_members(uri).items()
+    members = row_members(uri)  # every run of the store aggregated: once
+    rows = {key: ids for key, ids in members.items()
             if key[1] == method and dataset in ("", key[2])}
     if not rows:
-        names = sorted({key[1] for key in row_members(uri)})
+        names = sorted({key[1] for key in members})
         close = difflib.get_close_matches(method, names, n=3)
         raise ConfigError(f"medbench register: no leaderboard row '{spec}'"
                           + (f"; did you mean {', '.join(close)}?" if close else
@@ -195,7 +196,8 @@ def register_run(run_id: str, uri: str, runs_dir: Path, name: str | None = None,
         run_id = row_run(client, uri, run_id[len("row:"):])
     with tempfile.TemporaryDirectory(prefix="medbench-register-") as scratch:
         scratch = Path(scratch)
-        cfg = logged_config(tracker, run_id, runs_dir, scratch)
+        cfg = logged_config(tracker, run_id, runs_dir, scratch)  # one line if no such run
+        run = client.get_run(run_id)
         family = family_of(cfg)
         if family.name != "classification":
             raise ConfigError(f"medbench register: run '{run_id}' is a {family.name} run; "
@@ -210,7 +212,7 @@ def register_run(run_id: str, uri: str, runs_dir: Path, name: str | None = None,
                               f"{datamodule.info.spatial_dims}D inputs; served models take 2D "
                               "images")
         prep = preprocessing(run_id, datamodule)
-        prep["metrics"] = client.get_run(run_id).data.metrics  # a calibrated test's T
+        prep["metrics"] = run.data.metrics  # a calibrated test's temperature among them
         (scratch / "preprocessing.json").write_text(json.dumps(prep, indent=1), encoding="utf-8")
         (scratch / "config.yaml").write_text(cfg_text(cfg), encoding="utf-8")
         example = np.asarray(datamodule.splits["test"][0][0])[None]  # a real test image
@@ -230,7 +232,6 @@ def register_run(run_id: str, uri: str, runs_dir: Path, name: str | None = None,
             pip_requirements=[f"mlflow=={mlflow.__version__}",
                               f"torch=={torch.__version__.split('+')[0]}"])
         client.log_artifacts(run_id, str(local), path)
-    run = client.get_run(run_id)
     name = name or f"{cfg.model.name}-{dataset_name(cfg)}"
     try:
         client.get_registered_model(name)
