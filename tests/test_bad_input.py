@@ -157,3 +157,10 @@ def test_reproduce_unknown_selector_and_leaderboard_bad_uri(capsys):
         capsys.readouterr().err)
     assert main(["leaderboard", "--uri", "results/mlflow.db"]) == 1
     assert "tracking URI 'results/mlflow.db' is not a URI" in capsys.readouterr().err
+
+
+def test_mc_dropout_without_dropout_for_segmentation_is_one_line(run_cli, data_dir):
+    line = run_cli("experiment=drive_unet", "runner.uncertainty=mc_dropout",
+                   "data.max_images={train: 4, test: 2}")
+    assert line == ("error: runner.uncertainty: 'mc_dropout' needs dropout layers and unet "
+                    "has none (use 'tta', or a model with dropout)")

@@ -182,7 +182,8 @@ def test_paired_test_over_images():
 
 
 def test_bccd_end_to_end_through_the_cli(results_dir, mlflow_client, only_run, data_dir):
-    """`medbench train experiment=bccd_fasterrcnn` on a handful of real BCCD images, tiny."""
+    """`medbench train experiment=bccd_fasterrcnn` on a handful of real BCCD images, tiny,
+    detecting through flipped views fused (runner.uncertainty=tta)."""
     from medbench.cli import main
     from medbench.leaderboard.build import build_tables
     from medbench.tasks.detection.ranking import PerImage
@@ -192,7 +193,8 @@ def test_bccd_end_to_end_through_the_cli(results_dir, mlflow_client, only_run, d
         code = main(["train", "experiment=bccd_fasterrcnn", f"paths.results_dir={results_dir}",
                      "trainer.enable_progress_bar=false", "trainer.max_epochs=1",
                      "data.max_images={train: 4, val: 2, test: 3}", "data.batch_size=2",
-                     "model.kwargs.min_size=96", "model.kwargs.max_size=128"])
+                     "model.kwargs.min_size=96", "model.kwargs.max_size=128",
+                     "runner.uncertainty=tta"])  # flipped views fused: uncertainty, below
     assert code == 0
     run = only_run()
     metrics, tags = run.data.metrics, run.data.tags
@@ -210,7 +212,12 @@ def test_bccd_end_to_end_through_the_cli(results_dir, mlflow_client, only_run, d
                                              str(results_dir))
     rows = pd.read_csv(local)
     assert list(rows.columns) == ["index", "n_true", "n_pred", "tp", "fp", "fn", "f1", "ap50",
-                                  "sample_id"]
+                                  "entropy", "mutual_info", "sample_id"]
+    assert (rows["mutual_info"] >= 0).all()
+    assert metrics["test/mutual_info"] == pytest.approx(rows["mutual_info"].mean(), rel=1e-5)
+    # selective prediction: images referred by their box scores' entropy, scored by F1
+    assert {"test/aurc", "test/selective_f1_at_90", "test/referral_excluded"} <= set(metrics)
+    assert {"selective_prediction.csv", "selective_prediction.png"} <= files
     assert all(name.startswith("JPEGImages/BloodImage_") for name in rows["sample_id"])
     assert rows["index"].tolist() == [0, 1, 2] and rows["n_true"].sum() == 53
     assert (rows["tp"] + rows["fn"] == rows["n_true"]).all()
@@ -219,4 +226,4 @@ def test_bccd_end_to_end_through_the_cli(results_dir, mlflow_client, only_run, d
     assert parsed.index.tolist() == [0, 1, 2]
     assert parsed.counts().tolist() == rows[["tp", "fp", "fn"]].to_numpy().tolist()
     tables = {t.key: t for t in build_tables(f"sqlite:///{results_dir}/mlflow.db")}
-    assert tables["table13_detection"].metrics == ["map50", "map", "f1", "froc"]
+    assert tables["table13_detection"].metrics == ["map50", "map", "f1", "froc"]  # not a survey row

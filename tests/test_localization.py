@@ -149,5 +149,9 @@ def test_bccd_wbc_end_to_end_through_the_cli(experiment, results_dir, mlflow_cli
     assert rows["iou"].mean() == pytest.approx(metrics["test/iou"], abs=1e-5)
     assert PerImage.read(Path(local)).index.tolist() == list(range(8))
     tables = {t.key: t for t in build_tables(f"sqlite:///{results_dir}/mlflow.db")}
+    # the optional AURC column where the table holds the run (a survey entry's): it has
+    # selective prediction (tasks/referral)
+    survey = experiment.startswith("survey/")
     assert tables["table14_localization"].metrics == ["iou", "acc50", "centre_error",
-                                                      "sensitivity", "specificity"]
+                                                      "sensitivity", "specificity",
+                                                      *["aurc"] * survey]

@@ -117,13 +117,16 @@ def test_metrics_over_ddp_ranks_count_each_image_once(tmp_path):
 
 
 def test_drive_unet_end_to_end(make_cfg, data_dir, mlflow_client, only_run, results_dir):
+    from medbench.family import Referral
     from medbench.leaderboard.build import build_tables
+    from medbench.tasks.referral import referral_metrics
     from medbench.train import train
 
     metrics = train(make_cfg(
         "experiment=drive_unet", "trainer.max_epochs=2", "+trainer.limit_train_batches=2",
         "data.patches_per_image=4", "+model.kwargs.encoder_depth=3",
-        "+model.kwargs.decoder_channels=[64,32,16]", "data.max_images={train: 4, test: 3}"))
+        "+model.kwargs.decoder_channels=[64,32,16]", "data.max_images={train: 4, test: 3}",
+        "runner.uncertainty=tta"))  # flipped views: uncertainty and referral, below
     run = only_run()
     tags = run.data.tags
     assert run.info.status == "FINISHED" and tags["family"] == "segmentation"
@@ -149,8 +152,20 @@ def test_drive_unet_end_to_end(make_cfg, data_dir, mlflow_client, only_run, resu
     assert part.metrics[0] == "dice" and len(rows) == 1
     assert rows.iloc[0]["dice_mean"] == pytest.approx(metrics["test/dice"])
     assert every["table12_segmentation"].metrics == ["dice", "auc", "acc", "sensitivity",
-                                                     "specificity"]
+                                                     "specificity", "aurc"]
     assert torch.isfinite(torch.tensor(metrics["test/loss"]))
+    # runner.uncertainty=tta: per image the FOV's mean entropy and mutual information; the
+    # images referred by entropy, scored by Dice (tasks/referral)
+    assert {"entropy", "mutual_info"} <= set(per_image.columns)
+    assert (per_image["mutual_info"] > 0).all()
+    assert (per_image["entropy"] >= per_image["mutual_info"]).all()
+    assert metrics["test/predictive_entropy"] == pytest.approx(per_image["entropy"].mean(),
+                                                               rel=1e-5)
+    expected = referral_metrics(Referral(-per_image["entropy"].to_numpy(),
+                                         per_image["dice"].to_numpy(), "dice", ""))
+    for key in ("test/aurc", "test/selective_dice_at_90"):
+        assert metrics[key] == pytest.approx(expected[key], rel=1e-4)
+    assert {"selective_prediction.csv", "selective_prediction.png"} <= files
 
 
 @pytest.mark.parametrize("loss", ["dice_ce", "dice", "ce", "focal", "tversky"])

@@ -51,6 +51,13 @@ class MetricKey:
         return "max" if self.higher_is_better else "min"
 
 
+# selective prediction's keys (medbench.tasks.referral) of a family with a referral, and the
+# uncertainty means of runner.uncertainty's passes; each adds selective_<quality>_at_90
+REFERRAL_KEYS = (MetricKey("aurc", False, "AURC"), MetricKey("referral_excluded", False),
+                 MetricKey("predictive_entropy", False, "predictive entropy"),
+                 MetricKey("mutual_info", False, "mutual information"))
+
+
 @dataclass(frozen=True)
 class LeaderboardSchema:
     """How the torch-free leaderboard shows and compares a family's runs.
@@ -98,6 +105,18 @@ class Predicted:
 
     rows: list[dict[str, Any]]
     files: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Referral:
+    """A test outcome's per-item ``confidence`` (higher: surer) and ``quality`` (the family's
+    per-item measure in [0, 1]; NaN: undefined, left out) for selective prediction
+    (:mod:`medbench.tasks.referral`), each named for the logged keys and the curve."""
+
+    confidence: Any
+    quality: Any
+    quality_name: str
+    confidence_name: str
 
 
 class Family:
@@ -188,6 +207,23 @@ class Family:
         them is refused in one line."""
         raise ConfigError(f"medbench predict: the {self.name} family writes no predictions "
                           "yet (classification, segmentation and detection runs only)")
+
+    def test_passes(self, cfg: DictConfig, net: torch.nn.Module) -> dict[str, Any]:
+        """``runner.uncertainty`` and ``.uncertainty_passes`` checked for this family's shared
+        passes (:mod:`medbench.tasks.stochastic`; one line before training otherwise), as
+        the family module's keyword arguments."""
+        from medbench.tasks.stochastic import check_passes
+
+        uncertainty = cfg.runner.get("uncertainty")
+        check_passes(uncertainty, net, str((cfg.get("model") or {}).get("name", "this model")),
+                     self.name)
+        return {"uncertainty": uncertainty,
+                "uncertainty_passes": int(cfg.runner.get("uncertainty_passes") or 20)}
+
+    def referral(self, predictions: Mapping[str, Any]) -> Referral | None:
+        """Per test item confidence and quality for selective prediction, from the outcome's
+        per-item predictions; None (the default): the family logs its own or has none."""
+        return None
 
     def served_network(self, net: torch.nn.Module, logged: Mapping[str, float]
                        ) -> torch.nn.Module:

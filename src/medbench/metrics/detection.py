@@ -175,14 +175,23 @@ class DetectionScores:
         return out
 
 
+def score_entropy(scores: np.ndarray) -> float:
+    """The mean binary entropy (nats) of an image's detection scores, every detection the
+    detector returned (0 without any): boxes scored near 0.5 are the undecided ones."""
+    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-12, 1 - 1e-12)
+    return float(np.mean(-p * np.log(p) - (1 - p) * np.log1p(-p))) if len(p) else 0.0
+
+
 def per_image(images: Sequence[ImageMatches], threshold: float) -> dict[str, np.ndarray]:
-    """Per image: true boxes, detections kept, TP / FP / FN at IoU 0.5, F1, AP@0.5."""
+    """Per image: true boxes, detections kept, TP / FP / FN at IoU 0.5, F1, AP@0.5, and the
+    scores' mean binary entropy (``entropy``, the image's referral confidence, negated)."""
     counts = counts_at(images, threshold)
     tp, fp, fn = counts.T
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
     return {"n_true": tp + fn, "n_pred": tp + fp, "tp": tp, "fp": fp, "fn": fn, "f1": f1,
-            "ap50": np.array([image_ap50(m) for m in images], dtype=np.float64)}
+            "ap50": np.array([image_ap50(m) for m in images], dtype=np.float64),
+            "entropy": np.array([score_entropy(m.scores) for m in images], dtype=np.float64)}
 
 
 def _defined(value: float) -> float:

@@ -27,6 +27,7 @@ from medbench.data.base import SplitDataModule
 from medbench.errors import ConfigError
 from medbench.tasks.checkpoint_io import AtomicCheckpointIO
 from medbench.tasks.progress import log_interval
+from medbench.tasks.referral import referral_metrics, write_referral
 from medbench.tasks.rng import RngState
 
 if TYPE_CHECKING:
@@ -102,11 +103,16 @@ def build_callbacks(cfg: DictConfig, family: Family, run_dir: Path) -> list[pl.C
 
 
 def finish(ctx: RunContext, outcome: RunOutcome) -> RunOutcome:
-    """The family's test files (each sample with its id: file path or index), and the selected
-    checkpoint's name and epoch as tags."""
+    """The family's test files (each sample with its id: file path or index), selective
+    prediction where the family has a referral, and the selected checkpoint's name and epoch
+    as tags."""
     ids = ctx.datamodule.splits["test"][0].sample_ids()
     outcome.predictions["sample_id"] = np.array([ids[int(i)]
                                                  for i in outcome.predictions["index"]])
+    referral = ctx.family.referral(outcome.predictions)
+    if referral is not None:
+        outcome.metrics.update(referral_metrics(referral))
+        outcome.artifacts += write_referral(referral, ctx.run_dir)
     outcome.artifacts += ctx.family.write_test_outputs(outcome.predictions, ctx.datamodule.info,
                                                        ctx.run_dir)
     if outcome.checkpoint:

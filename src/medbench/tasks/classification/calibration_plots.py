@@ -24,8 +24,7 @@ from medbench.metrics.selective import (  # noqa: E402
     retained,
     retained_order,
 )
-
-COVERAGES = tuple(round(1 - 0.05 * i, 2) for i in range(20))  # 1.00, 0.95, ..., 0.05
+from medbench.tasks.referral import COVERAGES, plot_coverage  # noqa: E402
 
 
 def metric_inputs(probs: torch.Tensor, labels: torch.Tensor, label_type: str,
@@ -108,18 +107,7 @@ def selective_curve(scores: torch.Tensor, target: torch.Tensor, label_type: str
 
 
 def plot_selective(curve: pd.DataFrame, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.plot(curve["coverage"], curve["accuracy"], marker=".", label="accuracy")
-    if curve["auc"].notna().any():
-        ax.plot(curve["coverage"], curve["auc"], marker=".", label="AUC")
-    ax.invert_xaxis()
-    ax.set_xlabel("coverage (least confident referred)")
-    ax.set_ylabel("on the retained items")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.subplots_adjust(left=0.15, right=0.97, top=0.97, bottom=0.12)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plot_coverage(curve, ["accuracy", "auc"], path, {"auc": "AUC"})
 
 
 def write_trust_outputs(probs: torch.Tensor, labels: torch.Tensor, label_type: str,

@@ -8,17 +8,15 @@ et al. 2017). Their probabilities feed ``metrics/uncertainty.predictive_summary`
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from medbench.errors import ConfigError
+from medbench.tasks.stochastic import DROPOUT, dropout_active
 
 METHODS = ("mc_dropout", "tta", "ensemble")
-DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-           nn.FeatureAlphaDropout)
 
 
 def check_uncertainty(method: str | None, net: nn.Module, spatial_dims: int,
@@ -43,20 +41,6 @@ def check_uncertainty(method: str | None, net: nn.Module, spatial_dims: int,
     if method == "tta" and spatial_dims != 2:
         raise ConfigError(f"runner.uncertainty: 'tta' flips and turns 2D images; this data "
                           f"has {spatial_dims} spatial dimension(s) (use 'mc_dropout' or null)")
-
-
-@contextlib.contextmanager
-def dropout_active(net: nn.Module) -> Iterator[None]:
-    """The network's dropout layers in train mode (everything else, e.g. batch norm, as is)."""
-    layers = [m for m in net.modules() if isinstance(m, DROPOUT)]
-    modes = [m.training for m in layers]
-    try:
-        for layer in layers:
-            layer.train()
-        yield
-    finally:
-        for layer, mode in zip(layers, modes, strict=True):
-            layer.train(mode)
 
 
 def _views(images: torch.Tensor) -> list[Callable[[torch.Tensor], torch.Tensor]]:

@@ -6,7 +6,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medbench.errors import ConfigError
-from medbench.family import Family, LeaderboardSchema, MetricKey, register_family
+from medbench.family import (
+    REFERRAL_KEYS,
+    Family,
+    LeaderboardSchema,
+    MetricKey,
+    Referral,
+    register_family,
+)
 from medbench.tasks.detection import ranking
 
 if TYPE_CHECKING:
@@ -39,6 +46,7 @@ class DetectionFamily(Family):
         MetricKey("froc", True, "FROC (mean sensitivity at 1-8 FP/image)"),
         *(MetricKey(f"froc_{rate}", True, f"sensitivity at {rate} FP/image") for rate in FPPI),
         MetricKey("threshold", True), MetricKey("loss", False),
+        *REFERRAL_KEYS, MetricKey("selective_f1_at_90", True, "F1 at 90% coverage"),
     )
     default_monitor = "val/map50"
     # rcnn: the original R-CNN's stages (selective search, CNN, SVMs, box regression, NMS)
@@ -49,7 +57,7 @@ class DetectionFamily(Family):
     leaderboard = LeaderboardSchema(
         columns=("map50", "map", "f1", "froc"), per_sample_file=ranking.PER_SAMPLE_FILE,
         read_per_sample=ranking.PerImage.read, paired_test=ranking.paired_test,
-        test_note=ranking.TEST_NOTE)
+        test_note=ranking.TEST_NOTE, optional_columns=("aurc",))
 
     def num_outputs(self, info: DatasetInfo) -> int:
         """The data's classes and the background (index 0, torchvision's convention)."""
@@ -70,7 +78,8 @@ class DetectionFamily(Family):
             raise ConfigError(f"runner.match_iou: expected a value in (0, 1), got {iou}")
         return DetectionModule(net, datamodule.info.label_names,
                                instantiate(cfg.runner.optimizer),
-                               instantiate(cfg.runner.scheduler), iou=iou, backend=backend)
+                               instantiate(cfg.runner.scheduler), iou=iou, backend=backend,
+                               **self.test_passes(cfg, net))
 
     def metric_collection(self, info: DatasetInfo):
         """Scored by :class:`medbench.metrics.detection.DetectionScores` (lists of boxes, not a
@@ -93,3 +102,12 @@ class DetectionFamily(Family):
         from medbench.tasks.detection.predict_boxes import box_predictor
 
         return box_predictor(self, context)
+
+    def referral(self, predictions: dict[str, Any]) -> Referral | None:
+        """Images referred by their detections' mean score entropy (the least sure first),
+        scored by their F1 at IoU 0.5 and the validation threshold (NaN, no true and no kept
+        box: left out)."""
+        import numpy as np
+
+        return Referral(-np.asarray(predictions["entropy"]), predictions["f1"], "f1",
+                        "-mean box-score entropy")

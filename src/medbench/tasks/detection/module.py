@@ -5,7 +5,10 @@ of the losses it returns; evaluation takes its per-image predictions. The data's
 indices (0..K-1) become the detector's 1..K (0 is the background) and back. The score
 threshold of precision / recall / F1 is chosen on each validation pass and kept as a buffer,
 so the selected checkpoint carries the threshold of its own validation and the test never
-tunes it.
+tunes it. With ``runner.uncertainty`` (``tta``: the 4 flipped views; ``mc_dropout`` for a
+detector with dropout) validation and test detect through the passes fused
+(:mod:`medbench.tasks.detection.box_fusion`), so the threshold is chosen on the fused scores
+the test scores, and each test image keeps its boxes' mean ``mutual_info``.
 """
 
 from __future__ import annotations
@@ -13,14 +16,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torchmetrics import MetricCollection
 
 from medbench.errors import ConfigError, TrainingError
 from medbench.metrics.detection import DetectionScores, per_image
+from medbench.tasks.detection.box_fusion import fuse_passes, unflip_boxes
 from medbench.tasks.detection.family import BACKENDS
 from medbench.tasks.module import FamilyModule
+from medbench.tasks.stochastic import stochastic_passes
 
 EXAMPLES = 4  # test images kept for the drawn boxes
 
@@ -59,8 +65,11 @@ class DetectionModule(FamilyModule):
     def __init__(self, net: nn.Module, label_names: Sequence[str],
                  optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None,
-                 iou: float = 0.5, backend: str = "faster_coco_eval") -> None:
+                 iou: float = 0.5, backend: str = "faster_coco_eval",
+                 uncertainty: str | None = None, uncertainty_passes: int = 20) -> None:
         super().__init__(net, MetricCollection({}), optimizer, scheduler)
+        self.uncertainty, self.uncertainty_passes = uncertainty, uncertainty_passes
+        self._mutual_info: list[float] = []
         self.label_names = list(label_names)
         self.val_scores = DetectionScores(label_names, iou, backend)
         self.test_scores = DetectionScores(label_names, iou, backend)
@@ -76,14 +85,21 @@ class DetectionModule(FamilyModule):
         return [{"boxes": t["boxes"].float(), "labels": t["labels"] + 1} for t in target]
 
     def detect(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        """Per image ``boxes``, ``scores`` and ``labels`` (the data's indices, from 0). The
-        one-stage heads score the background index too (it is never a target): dropped."""
-        out = []
-        for p in self.net(images):
-            kept = p["labels"] > 0
-            out.append({"boxes": p["boxes"][kept], "scores": p["scores"][kept],
-                        "labels": p["labels"][kept] - 1})
-        return out
+        """Per image ``boxes``, ``scores`` and ``labels`` (the data's indices, from 0)."""
+        if self.uncertainty is not None:
+            return [self._fused(image) for image in images]
+        return [_data_classes(p) for p in self.net(images)]
+
+    def _fused(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One image detected through the passes, fused; its mutual information kept."""
+        height, width = image.shape[-2:]
+        passes = stochastic_passes(
+            lambda views: self.net(list(views)), self.net, image[None], self.uncertainty,
+            self.uncertainty_passes,
+            lambda out, dims: unflip_boxes(out[0], dims, height, width))
+        fused, information = fuse_passes([_data_classes(p) for p in passes], height, width)
+        self._mutual_info.append(information)
+        return {k: v.to(image.device) for k, v in fused.items()}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         losses = self.net(self._images(batch), self._targets(batch["target"]))
@@ -110,9 +126,12 @@ class DetectionModule(FamilyModule):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         images = self._images(batch)
+        self._mutual_info.clear()
         preds = self.detect(images)
         matches = self.test_scores.update(preds, batch["target"])
         rows = per_image(matches, float(self.score_threshold))
+        if self._mutual_info:
+            rows["mutual_info"] = np.asarray(self._mutual_info)
         self._test_batches.append({"index": batch["index"],
                                    **{k: torch.as_tensor(v) for k, v in rows.items()}})
         for i, (pred, target) in enumerate(zip(preds, batch["target"], strict=True)):
@@ -135,6 +154,17 @@ class DetectionModule(FamilyModule):
         results = self.test_scores.results(float(self.score_threshold))
         self.log_dict({f"test/{k}": float(v) for k, v in results.items()})
         super().on_test_epoch_end()
+        self.log("test/predictive_entropy", float(self.test_predictions["entropy"].mean()))
+        if "mutual_info" in self.test_predictions:
+            self.log("test/mutual_info", float(self.test_predictions["mutual_info"].mean()))
         self.test_predictions["examples"] = list(self.test_examples)  # for the drawings
         self.test_predictions["label_names"] = list(self.label_names)
         self.test_scores.reset()
+
+
+def _data_classes(prediction: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A torchvision detection with the data's class indices (from 0); the one-stage heads
+    score the background index too (it is never a target): dropped."""
+    kept = prediction["labels"] > 0
+    return {"boxes": prediction["boxes"][kept], "scores": prediction["scores"][kept],
+            "labels": prediction["labels"][kept] - 1}

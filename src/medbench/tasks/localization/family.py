@@ -6,7 +6,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medbench.errors import ConfigError
-from medbench.family import Family, LeaderboardSchema, MetricKey, register_family
+from medbench.family import (
+    REFERRAL_KEYS,
+    Family,
+    LeaderboardSchema,
+    MetricKey,
+    Referral,
+    register_family,
+)
 from medbench.tasks.localization import ranking
 
 if TYPE_CHECKING:
@@ -34,12 +41,14 @@ class LocalizationFamily(Family):
         MetricKey("centre_error", False, "centre error (px)"),
         MetricKey("sensitivity", True), MetricKey("specificity", True),
         MetricKey("class_acc", True, "class ACC"), MetricKey("loss", False),
+        *REFERRAL_KEYS, MetricKey("selective_acc50_at_90", True, "ACC@IoU0.5 at 90% coverage"),
     )
     default_monitor = "val/iou"
     leaderboard = LeaderboardSchema(
         columns=("iou", "acc50", "centre_error", "sensitivity", "specificity"),
         per_sample_file=ranking.PER_SAMPLE_FILE, read_per_sample=ranking.PerImage.read,
-        paired_test=ranking.paired_test, test_note=ranking.TEST_NOTE)
+        paired_test=ranking.paired_test, test_note=ranking.TEST_NOTE,
+        optional_columns=("aurc",))
 
     def num_outputs(self, info: DatasetInfo) -> int:
         """Four box values (centre x, centre y, width, height) and one logit per class."""
@@ -59,7 +68,8 @@ class LocalizationFamily(Family):
         info = datamodule.info
         return LocalizationModule(net, self.metric_collection(info), info.label_names,
                                   instantiate(cfg.runner.optimizer),
-                                  instantiate(cfg.runner.scheduler), **weights)
+                                  instantiate(cfg.runner.scheduler), **weights,
+                                  **self.test_passes(cfg, net))
 
     def metric_collection(self, info: DatasetInfo) -> MetricCollection:
         from medbench.metrics.localization import localization_metrics
@@ -73,3 +83,10 @@ class LocalizationFamily(Family):
         examples = predictions.pop("examples", [])
         return [write_per_image(predictions, folder),
                 *write_examples(examples, list(info.label_names), folder)]
+
+    def referral(self, predictions: dict[str, Any]) -> Referral | None:
+        """Images referred by the predicted class's probability (the least sure first),
+        scored by ``hit50`` (right class and IoU >= 0.5; NaN without a true object: left
+        out)."""
+        return Referral(predictions["score"], predictions["hit50"], "acc50",
+                        "predicted class probability")

@@ -6,6 +6,12 @@ Loss: cross-entropy of the class (0: no object) plus, over the images holding an
 torchvision.ops). A network that defines ``training_loss(images, target)`` (the pyramid
 patch localizer of survey 7.2.1 trains its patch classifier that way) supplies its own
 training loss; validation and test score its ``(B, 4 + C)`` output as any other's.
+
+Per test image the class probabilities' entropy is kept (``entropy``, nats); with
+``runner.uncertainty`` (``mc_dropout`` or ``tta``: flipped views, the box flipped back by
+negating its centre's logit) the prediction is the mean of the passes' boxes and
+probabilities, and the passes' ``mutual_info`` and ``box_std`` (the boxes' standard deviation,
+mean of the four coordinates, in image fractions) are kept too.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from torchvision.ops import generalized_box_iou_loss
 from medbench.errors import TrainingError
 from medbench.metrics.localization import cxcywh_to_xyxy, per_image
 from medbench.tasks.module import FamilyModule
+from medbench.tasks.stochastic import PassSummary, class_entropy, stochastic_passes
 
 EXAMPLES = 6  # test images kept for the drawn boxes
 
@@ -33,8 +40,11 @@ class LocalizationModule(FamilyModule):
     def __init__(self, net: nn.Module, metrics: MetricCollection, label_names: Sequence[str],
                  optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None,
-                 box_weight: float = 5.0, giou_weight: float = 1.0) -> None:
+                 box_weight: float = 5.0, giou_weight: float = 1.0,
+                 uncertainty: str | None = None, uncertainty_passes: int = 20) -> None:
         super().__init__(net, metrics, optimizer, scheduler)
+        self.uncertainty, self.uncertainty_passes = uncertainty, uncertainty_passes
+        self._summary: dict[str, torch.Tensor] = {}
         self.label_names = list(label_names)
         self.box_weight, self.giou_weight = box_weight, giou_weight
         self.test_examples: list[dict[str, Any]] = []
@@ -68,9 +78,28 @@ class LocalizationModule(FamilyModule):
                  batch_size=len(batch["index"]))
         return loss
 
+    def test_outputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.uncertainty is None:
+            outputs = self(batch["image"])
+            predictions = self.predictions(outputs)
+            self._summary = {"entropy": class_entropy(predictions[:, 4:].double()).float()}
+            return predictions, self.loss(outputs, batch["target"])
+        summary, boxes, first = PassSummary(), [], None
+        for outputs in stochastic_passes(self, self.net, batch["image"], self.uncertainty,
+                                         self.uncertainty_passes, _unflip_box):
+            first = outputs if first is None else first
+            predictions = self.predictions(outputs)
+            boxes.append(predictions[:, :4].double())
+            summary.add(predictions[:, 4:])
+        boxes = torch.stack(boxes)
+        self._summary = {"entropy": summary.entropy, "mutual_info": summary.mutual_info,
+                         "box_std": boxes.std(0, unbiased=False).mean(-1).float()}
+        return (torch.cat([boxes.mean(0).float(), summary.mean], dim=1),
+                self.loss(first, batch["target"]))
+
     def per_sample(self, batch: dict[str, Any], predictions: torch.Tensor) -> dict[str, Any]:
         target = batch["target"]
-        values = per_image(predictions, target)
+        values = {**per_image(predictions, target), **self._summary}
         for i in range(len(batch["index"])):
             if len(self.test_examples) < EXAMPLES:
                 self.test_examples.append({
@@ -89,5 +118,20 @@ class LocalizationModule(FamilyModule):
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
+        for name in ("entropy", "mutual_info"):  # means over the test images (nats)
+            if name in self.test_predictions:
+                self.log(f"test/{'predictive_' * (name == 'entropy')}{name}",
+                         float(self.test_predictions[name].mean()))
         self.test_predictions["examples"] = list(self.test_examples)  # for the drawings
         self.test_examples.clear()
+
+
+def _unflip_box(outputs: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """A flipped view's ``(B, 4 + C)`` outputs in the image's frame: a flip of the width
+    (axis -1) mirrors the centre x, of the height (-2) the centre y; sigmoid(-z) = 1 -
+    sigmoid(z), so the centre's logit is negated. Widths, heights and classes are unchanged."""
+    outputs = outputs.clone()
+    for dim, column in ((-1, 0), (-2, 1)):
+        if dim in dims:
+            outputs[:, column] = -outputs[:, column]
+    return outputs

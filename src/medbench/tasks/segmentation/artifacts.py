@@ -27,7 +27,8 @@ def write_examples(examples: list[dict[str, np.ndarray]], names: list[str],
                    folder: Path) -> list[Path]:
     """Per kept test image (a volume: its middle slice along the first axis): the image, the
     reference and the prediction overlaid (true positives white, false positives red, false
-    negatives blue; outside the FOV dimmed), and the foreground probability map."""
+    negatives blue; outside the FOV dimmed), the foreground probability map and, where kept,
+    the pixels' predictive entropy (nats; its scale is the image's own)."""
     folder = folder / "overlays"
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -36,7 +37,9 @@ def write_examples(examples: list[dict[str, np.ndarray]], names: list[str],
             middle = example["mask"].shape[0] // 2
             example = {**example, "image": example["image"][:, middle],
                        "probs": example["probs"][:, middle], "mask": example["mask"][middle],
-                       "fov": example["fov"][middle]}
+                       "fov": example["fov"][middle],
+                       **({"entropy": example["entropy"][middle]} if "entropy" in example
+                          else {})}
         image = np.moveaxis(example["image"], 0, -1)
         image = (image - image.min()) / max(float(np.ptp(image)), 1e-8)
         probs, mask, fov = example["probs"], example["mask"], example["fov"].astype(bool)
@@ -47,11 +50,16 @@ def write_examples(examples: list[dict[str, np.ndarray]], names: list[str],
         overlay[(predicted & ~reference).any(0)] = (1, 0.15, 0.15)
         overlay[(~predicted & reference).any(0)] = (0.2, 0.4, 1)
         overlay[~fov] *= 0.3
-        fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
-        panels = ((image.squeeze(), "image", "gray"), (overlay, "TP white, FP red, FN blue", None),
-                  (probs[1:].max(0), f"p({', '.join(names[1:])})", "magma"))
-        for ax, (data, title, cmap) in zip(axes, panels, strict=True):
-            ax.imshow(data, cmap=cmap, vmin=0, vmax=1)
+        panels = [(image.squeeze(), "image", "gray", 1.0),
+                  (overlay, "TP white, FP red, FN blue", None, 1.0),
+                  (probs[1:].max(0), f"p({', '.join(names[1:])})", "magma", 1.0)]
+        if "entropy" in example:
+            entropy = np.where(fov, example["entropy"], 0.0)
+            panels.append((entropy, f"predictive entropy (max {entropy.max():.2f} nats)",
+                           "viridis", max(float(entropy.max()), 1e-8)))
+        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.4))
+        for ax, (data, title, cmap, top) in zip(axes, panels, strict=True):
+            ax.imshow(data, cmap=cmap, vmin=0, vmax=top)
             ax.set_title(title, fontsize=9)
             ax.axis("off")
         fig.tight_layout()

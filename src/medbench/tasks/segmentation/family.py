@@ -6,7 +6,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medbench.errors import ConfigError
-from medbench.family import Family, LeaderboardSchema, MetricKey, register_family
+from medbench.family import (
+    REFERRAL_KEYS,
+    Family,
+    LeaderboardSchema,
+    MetricKey,
+    Referral,
+    register_family,
+)
 from medbench.tasks.segmentation import ranking
 
 if TYPE_CHECKING:
@@ -46,6 +53,7 @@ class SegmentationFamily(Family):
         MetricKey("hd95", False, "HD95"), MetricKey("hd95_excluded", False),
         MetricKey("asd", False, "ASD"), MetricKey("asd_excluded", False),
         MetricKey("threshold", True), MetricKey("loss", False),
+        *REFERRAL_KEYS, MetricKey("selective_dice_at_90", True, "Dice at 90% coverage"),
     )
     default_monitor = "val/dice"
     runners = {**Family.runners, "observer": "medbench.tasks.segmentation.observer:score_observer"}
@@ -53,7 +61,8 @@ class SegmentationFamily(Family):
     leaderboard = LeaderboardSchema(
         columns=("dice", "auc", "acc", "sensitivity", "specificity"),
         per_sample_file=ranking.PER_SAMPLE_FILE, read_per_sample=ranking.PerImage.read,
-        paired_test=ranking.paired_test, test_note=ranking.TEST_NOTE)
+        paired_test=ranking.paired_test, test_note=ranking.TEST_NOTE,
+        optional_columns=("aurc",))
 
     def build_module(self, cfg: DictConfig, net: torch.nn.Module,
                      datamodule: SplitDataModule) -> SegmentationModule:
@@ -70,7 +79,8 @@ class SegmentationFamily(Family):
         return SegmentationModule(
             net, datamodule.info.num_classes, loss, instantiate(cfg.runner.optimizer),
             instantiate(cfg.runner.scheduler), window=datamodule.spatial_shape,
-            overlap=float(cfg.runner.get("window_overlap") or 0.25))
+            overlap=float(cfg.runner.get("window_overlap") or 0.25),
+            **self.test_passes(cfg, net))
 
     def metric_collection(self, info: DatasetInfo):
         from medbench.metrics.segmentation import FovPixelMetrics
@@ -84,6 +94,16 @@ class SegmentationFamily(Family):
         examples = predictions.pop("examples", [])
         return [write_per_image(predictions, folder),
                 *write_examples(examples, info.label_names, folder)]
+
+    def referral(self, predictions: dict[str, Any]) -> Referral | None:
+        """Images referred by their mean pixel entropy in the FOV (the least sure first),
+        scored by their Dice (NaN, empty reference and prediction: left out)."""
+        if "entropy" not in predictions:
+            return None  # the second observer: no probabilities
+        import numpy as np
+
+        return Referral(-np.asarray(predictions["entropy"]), predictions["dice"], "dice",
+                        "-mean pixel entropy")
 
     def predictor(self, context: PredictContext) -> Callable[[dict[str, Any]], Predicted]:
         """Masks of new images predicted whole by sliding windows, at the checkpoint's

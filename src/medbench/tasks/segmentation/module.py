@@ -5,6 +5,11 @@ windows, Gaussian-weighted overlap blending), so images of any size are predicte
 binarisation thresholds are chosen on each validation pass (pooled-Dice optimum, in the field
 of view) and kept as a buffer, so the selected checkpoint carries the thresholds of its own
 validation and the test never tunes them.
+
+Per test image the predictive entropy of the pixels' class probabilities (nats, mean inside
+the FOV: ``entropy``; its map drawn beside the overlays) is kept; with ``runner.uncertainty``
+(``mc_dropout`` or ``tta``, :mod:`medbench.tasks.stochastic`) the probabilities are the mean
+of the passes and their mutual information is kept too (``mutual_info``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from torchmetrics import MetricCollection
 
 from medbench.metrics.segmentation import FovPixelMetrics
 from medbench.tasks.module import FamilyModule
+from medbench.tasks.stochastic import PassSummary, class_entropy, stochastic_passes
 
 EXAMPLES = 4  # test images kept whole for the overlays
 
@@ -57,10 +63,12 @@ class SegmentationModule(FamilyModule):
                  optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None,
                  window: Sequence[int], overlap: float = 0.25, window_batch: int = 16,
-                 bins: int = 1000) -> None:
+                 bins: int = 1000, uncertainty: str | None = None,
+                 uncertainty_passes: int = 20) -> None:
         super().__init__(net, MetricCollection({}), optimizer, scheduler)
         self.num_classes, self.criterion = num_classes, loss
         self.window, self.overlap, self.window_batch = tuple(window), overlap, window_batch
+        self.uncertainty, self.uncertainty_passes = uncertainty, uncertainty_passes
         self.val_pixels = FovPixelMetrics(num_classes, bins)
         self.test_pixels = FovPixelMetrics(num_classes, bins)
         self.register_buffer("thresholds", torch.full((num_classes - 1,), 0.5,
@@ -78,6 +86,24 @@ class SegmentationModule(FamilyModule):
         return sliding_window_inference(images, self.window, self.window_batch, self.net,
                                         overlap=self.overlap, mode="gaussian")
 
+    def test_probabilities(self, images: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Class probabilities of whole test images, the logits the loss reads (the first
+        pass) and per-pixel ``entropy`` (and ``mutual_info`` over ``runner.uncertainty``'s
+        passes), (B, *S) each."""
+        if self.uncertainty is None:
+            logits = self.whole(images)
+            probs = self.predictions(logits)
+            return probs, logits, {"entropy": class_entropy(probs.double()).float()}
+        summary, first = PassSummary(), None
+        for logits in stochastic_passes(self.whole, self.net, images, self.uncertainty,
+                                        self.uncertainty_passes,
+                                        lambda out, dims: out.flip(dims) if dims else out):
+            first = logits if first is None else first
+            summary.add(self.predictions(logits))
+        return summary.mean, first, {"entropy": summary.entropy,
+                                     "mutual_info": summary.mutual_info}
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self.whole(batch["image"])
         self.log("val/loss", self.loss(logits, batch["target"]), on_epoch=True,
@@ -94,8 +120,8 @@ class SegmentationModule(FamilyModule):
         self.val_pixels.reset()
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits = self.whole(batch["image"])
-        probs, mask, fov = self.predictions(logits), batch["target"]["mask"], batch["target"]["fov"]
+        probs, logits, maps = self.test_probabilities(batch["image"])
+        mask, fov = batch["target"]["mask"], batch["target"]["fov"]
         self.log("test/loss", self.loss(logits, batch["target"]), on_epoch=True,
                  batch_size=len(batch["index"]))
         scored = FovPixelMetrics(self.num_classes, self.test_pixels.bins)
@@ -104,13 +130,17 @@ class SegmentationModule(FamilyModule):
         row = {k: torch.as_tensor(v) for k, v in scored.per_image(self.thresholds.cpu()).items()}
         row.update(surface_distances(probs, mask, fov, self.thresholds.cpu(),
                                      batch["target"].get("spacing")))
+        inside = fov.flatten(1).double()
+        for key, value in maps.items():  # per image, the FOV's mean
+            row[key] = (value.flatten(1).double() * inside).sum(1) / inside.sum(1).clamp_min(1)
         self._test_batches.append({"index": batch["index"], **row})
         for i in range(len(batch["index"])):
             if len(self.test_examples) < EXAMPLES:
                 self.test_examples.append({
                     "index": int(batch["index"][i]), "image": batch["image"][i].cpu().numpy(),
                     "probs": probs[i].cpu().numpy(), "mask": mask[i].cpu().numpy(),
-                    "fov": fov[i].cpu().numpy(), "thresholds": self.thresholds.cpu().numpy()})
+                    "fov": fov[i].cpu().numpy(), "entropy": maps["entropy"][i].cpu().numpy(),
+                    "thresholds": self.thresholds.cpu().numpy()})
 
     def on_test_epoch_start(self) -> None:
         super().on_test_epoch_start()
@@ -129,4 +159,8 @@ class SegmentationModule(FamilyModule):
             self.log(f"test/{name}",
                      float(distance[finite].mean()) if finite.any() else float("nan"))
             self.log(f"test/{name}_excluded", float((~finite).sum()))
+        for name in ("entropy", "mutual_info"):  # means over the test images (nats)
+            if name in self.test_predictions:
+                self.log(f"test/{'predictive_' * (name == 'entropy')}{name}",
+                         float(self.test_predictions[name].mean()))
         self.test_predictions["examples"] = list(self.test_examples)  # for the overlays
