@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 
 from medbench.errors import ConfigError
 from medbench.models import MODELS, create_model
+from medbench.models.registry import load_pretrained
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 
@@ -122,6 +123,20 @@ def test_pretrained_from_local_file_keeps_backbone_drops_new_head(tmp_path):
     target = create_model("resnet18_28", 1, 2, pretrained_path=str(path))
     assert torch.equal(target.conv1.weight, source.conv1.weight)
     assert target.fc.out_features == 2
+
+
+def test_a_family_module_checkpoint_loads_its_network_not_the_module_buffers(tmp_path):
+    """A segmentation or detection run's checkpoint also holds the module's thresholds
+    (``thresholds``, ``score_threshold``): the network's tensors load, strictly, the rest is
+    not an architecture mismatch (``medbench evaluate`` of a segmentation run refused it)."""
+    source = create_model("lenet5", 1, 2)
+    path = tmp_path / "best.ckpt"
+    torch.save({"state_dict": {**{f"net.{k}": v for k, v in source.state_dict().items()},
+                               "thresholds": torch.tensor([0.4], dtype=torch.float64)}}, path)
+    target = create_model("lenet5", 1, 2)
+    load_pretrained(target, path, strict=True)
+    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(),
+                                                  target.state_dict().values(), strict=True))
 
 
 def test_pretrained_file_must_be_plain_weights(tmp_path):

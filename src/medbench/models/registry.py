@@ -123,7 +123,12 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool = False,
         raise ConfigError(f"{key}: {path} is truncated or not a loadable weights file "
                           f"({reason})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = {k.removeprefix("net."): v for k, v in state["state_dict"].items()}
+        state = state["state_dict"]
+        # a family module's checkpoint: its network's tensors (``net.``), not the module's
+        # own buffers (thresholds its validation chose)
+        ours = any(k.startswith("net.") for k in state)
+        state = {k.removeprefix("net."): v for k, v in state.items()
+                 if not ours or k.startswith("net.")}
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise ConfigError(f"{key}: {path} holds no state dict of tensors")
     own = model.state_dict()
