@@ -152,7 +152,7 @@ def test_drive_unet_end_to_end(make_cfg, data_dir, mlflow_client, only_run, resu
     assert part.metrics[0] == "dice" and len(rows) == 1
     assert rows.iloc[0]["dice_mean"] == pytest.approx(metrics["test/dice"])
     assert every["table12_segmentation"].metrics == ["dice", "auc", "acc", "sensitivity",
-                                                     "specificity", "aurc"]
+                                                     "specificity"]  # not a survey row
     assert torch.isfinite(torch.tensor(metrics["test/loss"]))
     # runner.uncertainty=tta: per image the FOV's mean entropy and mutual information; the
     # images referred by entropy, scored by Dice (tasks/referral)
