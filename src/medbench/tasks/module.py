@@ -145,6 +145,15 @@ class FamilyModule(pl.LightningModule):
                                  if not key.startswith((METRIC_INPUTS, METRIC_TARGET))}
         self._test_batches.clear()
 
+    def log_uncertainty_means(self) -> None:
+        """``test/predictive_entropy`` and ``test/mutual_info``: the means over the test items
+        of the per-item ``entropy`` and ``mutual_info`` (nats) a family kept (after
+        :meth:`on_test_epoch_end` gathered them)."""
+        for name, key in (("entropy", "test/predictive_entropy"),
+                          ("mutual_info", "test/mutual_info")):
+            if name in self.test_predictions:
+                self.log(key, float(self.test_predictions[name].double().mean()))
+
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:

@@ -24,7 +24,7 @@ from medbench.metrics.selective import (  # noqa: E402
     retained,
     retained_order,
 )
-from medbench.tasks.referral import COVERAGES, plot_coverage  # noqa: E402
+from medbench.tasks.referral import COVERAGES, CURVE_FILE, plot_coverage  # noqa: E402
 
 
 def metric_inputs(probs: torch.Tensor, labels: torch.Tensor, label_type: str,
@@ -106,17 +106,14 @@ def selective_curve(scores: torch.Tensor, target: torch.Tensor, label_type: str
     return pd.DataFrame(rows)
 
 
-def plot_selective(curve: pd.DataFrame, path: Path) -> Path:
-    return plot_coverage(curve, ["accuracy", "auc"], path, {"auc": "AUC"})
-
-
 def write_trust_outputs(probs: torch.Tensor, labels: torch.Tensor, label_type: str,
                         folder: Path, positive_class: int = 1) -> list[Path]:
     """reliability.png, selective_prediction.csv and selective_prediction.png."""
     scores, target = metric_inputs(probs.float(), labels, label_type, positive_class)
     confidence, correct = confidence_and_correct(scores.double(), target, label_type)
     curve = selective_curve(scores, target, label_type)
-    csv = folder / "selective_prediction.csv"
+    csv = folder / CURVE_FILE
     curve.to_csv(csv, index=False, float_format="%.6g")
     return [plot_reliability(confidence.numpy(), correct.numpy(), folder / "reliability.png"),
-            csv, plot_selective(curve, folder / "selective_prediction.png")]
+            csv, plot_coverage(curve, ["accuracy", "auc"], csv.with_suffix(".png"),
+                               {"auc": "AUC"})]

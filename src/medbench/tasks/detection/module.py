@@ -154,9 +154,7 @@ class DetectionModule(FamilyModule):
         results = self.test_scores.results(float(self.score_threshold))
         self.log_dict({f"test/{k}": float(v) for k, v in results.items()})
         super().on_test_epoch_end()
-        self.log("test/predictive_entropy", float(self.test_predictions["entropy"].mean()))
-        if "mutual_info" in self.test_predictions:
-            self.log("test/mutual_info", float(self.test_predictions["mutual_info"].mean()))
+        self.log_uncertainty_means()
         self.test_predictions["examples"] = list(self.test_examples)  # for the drawings
         self.test_predictions["label_names"] = list(self.label_names)
         self.test_scores.reset()

@@ -118,10 +118,7 @@ class LocalizationModule(FamilyModule):
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
-        for name in ("entropy", "mutual_info"):  # means over the test images (nats)
-            if name in self.test_predictions:
-                self.log(f"test/{'predictive_' * (name == 'entropy')}{name}",
-                         float(self.test_predictions[name].mean()))
+        self.log_uncertainty_means()
         self.test_predictions["examples"] = list(self.test_examples)  # for the drawings
         self.test_examples.clear()
 

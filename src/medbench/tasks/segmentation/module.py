@@ -159,8 +159,5 @@ class SegmentationModule(FamilyModule):
             self.log(f"test/{name}",
                      float(distance[finite].mean()) if finite.any() else float("nan"))
             self.log(f"test/{name}_excluded", float((~finite).sum()))
-        for name in ("entropy", "mutual_info"):  # means over the test images (nats)
-            if name in self.test_predictions:
-                self.log(f"test/{'predictive_' * (name == 'entropy')}{name}",
-                         float(self.test_predictions[name].mean()))
+        self.log_uncertainty_means()
         self.test_predictions["examples"] = list(self.test_examples)  # for the overlays
